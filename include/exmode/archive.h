@@ -1,0 +1,110 @@
+// The PT2 archive container: the zip file torch.export.save writes.
+//
+// Reading maps the file and never copies record data: a record is a view into the map.
+// Writing copies records byte for byte (stored, no compression), aligns each record's data
+// to 64 bytes as torch's writer does, uses zip64 where sizes or offsets need it, and keeps
+// `.data/serialization_id` consistent with the records written.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace exmode::archive {
+
+// Names of records inside the archive root folder (torch/csrc/export/pt2_archive_constants.h).
+inline constexpr std::string_view kArchiveFormatPath = "archive_format";
+inline constexpr std::string_view kArchiveVersionPath = "archive_version";
+inline constexpr std::string_view kDataVersionPath = ".data/version";
+inline constexpr std::string_view kSerializationIdPath = ".data/serialization_id";
+inline constexpr std::string_view kModelsDir = "models/";
+inline constexpr std::string_view kModelsExtension = ".json";
+inline constexpr std::size_t kDataAlignment = 64;
+
+struct Record {
+  std::string name;          // full name, including the root folder
+  std::uint64_t data_offset;  // offset of the record's bytes in the file
+  std::uint64_t size;         // stored size (== uncompressed size: records are stored)
+  std::uint32_t crc32;        // as declared in the central directory
+};
+
+// A read-only, memory-mapped PT2 archive. Construction validates the zip structure
+// (end of central directory, zip64 records, local headers, bounds of every record),
+// that every record is stored uncompressed, that all records share one root folder and
+// that `.data/version` is present. Throws exmode::Error(kBadArchive) naming the file.
+class ArchiveReader {
+ public:
+  explicit ArchiveReader(const std::filesystem::path& path);
+  ~ArchiveReader();
+  ArchiveReader(const ArchiveReader&) = delete;
+  ArchiveReader& operator=(const ArchiveReader&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  // The top-level folder every record sits under, without the trailing '/'.
+  const std::string& root() const { return root_; }
+  // Records in the order they appear in the central directory.
+  const std::vector<Record>& records() const { return records_; }
+  // Finds a record by its name relative to the root folder; null when absent.
+  const Record* find(std::string_view relative_name) const;
+  // The record's bytes; valid while the reader lives.
+  std::string_view data(const Record& record) const;
+  // Names (relative to the root) of the program records, `models/<name>.json`.
+  std::vector<std::string> programNames() const;
+
+ private:
+  std::filesystem::path path_;
+  const char* map_ = nullptr;
+  std::size_t map_size_ = 0;
+  std::string root_;
+  std::vector<Record> records_;
+};
+
+// Writes an archive to `path` (usually a temporary file the caller renames). Records are
+// written in the order given, stored, each one's data aligned to kDataAlignment. The
+// writer writes the bytes it is given: keeping `.data/serialization_id` consistent is the
+// caller's job (rewriteArchive does it with serializationId()).
+class ArchiveWriter {
+ public:
+  // Creates or truncates `path`.
+  explicit ArchiveWriter(const std::filesystem::path& path);
+  // Takes ownership of `fd`, an empty file open for writing; `path` names it in messages.
+  ArchiveWriter(const std::filesystem::path& path, int fd);
+  ~ArchiveWriter();
+  ArchiveWriter(const ArchiveWriter&) = delete;
+  ArchiveWriter& operator=(const ArchiveWriter&) = delete;
+
+  // Adds a record with the given full name. `crc32` may be passed when known (copied
+  // records) to avoid recomputing it.
+  void add(std::string_view name, std::string_view data,
+           std::optional<std::uint32_t> crc32 = std::nullopt);
+  // Writes the central directory, flushes, syncs and closes the file. Throws kIo on
+  // failure. Without finish(), the destructor closes the file, leaving it incomplete.
+  void finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Computes torch's serialization id for records named `relative_names` (names relative to
+// the root, in write order, excluding the id record itself) with the given CRC-32s.
+std::string serializationId(const std::vector<std::string>& relative_names,
+                            const std::vector<std::uint32_t>& crc32s);
+
+// Copies `reader`'s archive to `out_path`, replacing the bytes of the records named in
+// `replacements` (relative names) and keeping every other record byte for byte. The
+// serialization id is recomputed if it was consistent in the input. The output is
+// written to a temporary file beside `out_path`, synced and renamed over it, so
+// `out_path` is either untouched or complete. Throws exmode::Error(kIo) on failure.
+struct Replacement {
+  std::string relative_name;
+  std::string data;
+};
+void rewriteArchive(const ArchiveReader& reader, const std::vector<Replacement>& replacements,
+                    const std::filesystem::path& out_path);
+
+}  // namespace exmode::archive

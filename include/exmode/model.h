@@ -1,0 +1,60 @@
+// A PT2 archive opened for mode switching: the counterpart of
+// torch's allow_exported_model_train_eval, for saved files.
+//
+//   auto model = exmode::Model::open("m.pt2");
+//   for (const auto& report : model->eval()) { ... report.changes ... }
+//   model->save("m_eval.pt2");
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "exmode/archive.h"
+#include "exmode/passes.h"
+#include "exmode/program.h"
+
+namespace exmode {
+
+class Model {
+ public:
+  // Maps the archive and parses and verifies every program in it (`models/*.json`).
+  // Throws Error(kBadArchive) or Error(kBadProgram) naming the file and the problem.
+  static std::unique_ptr<Model> open(const std::filesystem::path& path);
+
+  const std::filesystem::path& path() const { return reader_->path(); }
+  // Program names: "model" for `models/model.json`.
+  std::vector<std::string> programNames() const;
+  Program& program(std::string_view name);
+  const Program& program(std::string_view name) const;
+
+  // Switch every program; one report per program.
+  std::vector<SwitchReport> train() { return switchAll(Mode::kTrain); }
+  std::vector<SwitchReport> eval() { return switchAll(Mode::kEval); }
+  // The mode over all programs: train, eval, mixed (they disagree) or none (no site).
+  ProgramMode mode() const;
+  bool training() const { return mode() == ProgramMode::kTrain; }
+  // True when a switch changed some program since open().
+  bool modified() const;
+
+  // Writes the archive atomically to `path` (which may be this model's own file): changed
+  // programs re-serialized, every other record copied byte for byte.
+  void save(const std::filesystem::path& path) const;
+
+ private:
+  struct Entry {
+    std::string name;
+    std::string record;  // relative record name, "models/<name>.json"
+    std::unique_ptr<Program> program;
+    bool modified = false;
+  };
+  std::vector<SwitchReport> switchAll(Mode target);
+  const Entry& entry(std::string_view name) const;
+
+  std::unique_ptr<archive::ArchiveReader> reader_;
+  std::vector<Entry> entries_;
+};
+
+}  // namespace exmode

@@ -1,0 +1,72 @@
+// Mode passes: one per family of mode-sensitive ops, each in its own file under
+// src/passes/, registered in one explicit list (src/passes/registry.cc).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "exmode/program.h"
+#include "exmode/rewrite.h"
+
+namespace exmode {
+
+enum class Mode { kTrain, kEval };
+std::string_view modeName(Mode mode);
+
+// A program's mode: every site agrees (train / eval), they disagree (mixed), or the
+// program has no mode-sensitive site (none).
+enum class ProgramMode { kTrain, kEval, kMixed, kNone };
+std::string_view programModeName(ProgramMode mode);
+
+// One mode-sensitive node.
+struct Site {
+  enum class State { kTrain, kEval, kFixed };  // kFixed: behaves the same in both modes
+  const Node* node = nullptr;
+  State state = State::kFixed;
+  std::optional<double> p;         // dropout probability
+  std::optional<double> momentum;  // batch-norm momentum
+  std::optional<double> eps;       // batch-norm eps
+};
+std::string_view siteStateName(Site::State state);
+
+// One change a switch made.
+struct Change {
+  std::string node;    // node name
+  std::string op;      // short target, e.g. "aten.batch_norm.default"
+  std::string module;  // module path from nn_module_stack
+  std::string before;  // e.g. "training=True"
+  std::string after;
+};
+
+class ModePass {
+ public:
+  virtual ~ModePass() = default;
+  virtual std::string_view name() const = 0;
+  // Appends this family's sites in graph order. Pure.
+  virtual void collectSites(const Graph& graph, std::vector<Site>& sites) const = 0;
+  // Moves every site of this family to `target`, appending what it changed.
+  virtual void apply(rewrite::Rewriter& rewriter, Mode target,
+                     std::vector<Change>& changes) const = 0;
+};
+
+// The registered passes, in the order they run.
+const std::vector<const ModePass*>& modePasses();
+
+// All sites of a program, sorted by graph order.
+std::vector<Site> collectSites(const Graph& graph);
+ProgramMode detectMode(const std::vector<Site>& sites);
+
+struct SwitchReport {
+  std::string program;  // program name
+  ProgramMode before = ProgramMode::kNone;
+  ProgramMode after = ProgramMode::kNone;
+  std::vector<Change> changes;
+};
+
+// Moves every site of `program` to `target`; verifies the result. Idempotent: a program
+// already in `target` is left unchanged and the report lists no change.
+SwitchReport switchMode(Program& program, Mode target, std::string program_name = {});
+
+}  // namespace exmode

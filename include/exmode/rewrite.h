@@ -1,0 +1,61 @@
+// The one API through which every graph change goes. It keeps value uses, the by-target
+// node index, tensor metadata and the graph signature in step with the nodes, and marks
+// what it touches so the writer re-serializes exactly that.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "exmode/program.h"
+
+namespace exmode::rewrite {
+
+// A node to create: outputs are single tensors named `output_names[i]` with the given
+// tensor metadata (raw TensorMeta).
+struct NewNode {
+  std::string target;
+  std::vector<NamedArgument> inputs;
+  std::vector<std::pair<std::string, RawJson>> tensor_outputs;
+  RawJson metadata = "{}";
+};
+
+class Rewriter {
+ public:
+  explicit Rewriter(Program& program) : program_(program), graph_(program.graph()) {}
+
+  Graph& graph() { return graph_; }
+  // Keeps `text` alive as long as the program (for metadata of new nodes).
+  RawJson keep(std::string text) { return program_.keep(std::move(text)); }
+
+  // Argument builders; their text lives as long as the program.
+  Argument tensorArg(Value& value);
+  Argument boolArg(bool value);
+  Argument intArg(std::int64_t value);
+  Argument floatArg(double value);
+
+  // Replaces the payload of a named input (which must exist) with `arg`.
+  void setInput(Node& node, std::string_view input_name, Argument arg);
+  // Makes every use of `from` located after `after` in graph order use `to` instead;
+  // `after` == null means every use, graph outputs and output specs included.
+  void replaceUses(Value& from, Value& to, const Node* after = nullptr);
+  // Removes a node whose outputs have no users. Invalidates references to the node.
+  void eraseNode(Node& node);
+  // Inserts a node before `before` and returns it. Output names must be fresh.
+  Node& insertBefore(Node& before, NewNode spec);
+
+  // Signature changes go with the graph outputs they describe.
+  // Appends a `buffer_mutation` output (placed before the user outputs, as torch orders them).
+  void addBufferMutation(Value& value, std::string_view buffer_name);
+  // Removes graph output `index` together with its output spec.
+  void removeOutput(std::size_t index);
+
+ private:
+  void addUse(Value& value, Node& user);
+  void dropUse(Value& value, const Node& user);
+  Program& program_;
+  Graph& graph_;
+};
+
+}  // namespace exmode::rewrite

@@ -1,0 +1,249 @@
+// ArchiveWriter: writes a zip archive of stored records laid out the way torch's writer lays
+// them out (data aligned to 64 bytes by an 'FB' padding extra field, zip64 where needed),
+// so that torch, Python's zipfile and unzip all read the result.
+//
+// Unlike torch's writer (miniz), local headers carry the CRC-32 and sizes and there are no
+// data descriptors: we know both before writing a record, and streaming readers reject
+// stored records whose sizes only follow the data.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "archive/zip_format.h"
+#include "exmode/archive.h"
+#include "exmode/error.h"
+
+namespace exmode::archive {
+namespace {
+
+constexpr std::size_t kBufferSize = std::size_t{1} << 20;
+// write(2) moves at most about 2 GiB per call on Linux; ask for no more.
+constexpr std::size_t kMaxWriteSize = std::size_t{1} << 30;
+
+struct WrittenRecord {
+  std::string name;
+  std::uint32_t crc32;
+  std::uint64_t size;
+  std::uint64_t local_offset;
+};
+
+bool sizeNeedsZip64(std::uint64_t size) { return size >= zip::kMax32; }
+
+std::uint32_t clamp32(std::uint64_t value) {
+  return value >= zip::kMax32 ? zip::kMax32 : static_cast<std::uint32_t>(value);
+}
+
+std::uint16_t clamp16(std::uint64_t value) {
+  return value >= zip::kMax16 ? zip::kMax16 : static_cast<std::uint16_t>(value);
+}
+
+// The zip64 extra field for a header: sizes when the record is large, the local header
+// offset when it lies beyond 4 GiB. Empty when neither. torch puts the same field, offset
+// included, in local headers too; we follow it so the data lands where torch would put it.
+std::string zip64Extra(std::uint64_t size, std::uint64_t local_offset) {
+  std::string payload;
+  if (sizeNeedsZip64(size)) {
+    zip::appendLE<std::uint64_t>(payload, size);  // uncompressed
+    zip::appendLE<std::uint64_t>(payload, size);  // compressed: records are stored
+  }
+  if (local_offset >= zip::kMax32) zip::appendLE<std::uint64_t>(payload, local_offset);
+  if (payload.empty()) return payload;
+  std::string extra;
+  zip::appendLE<std::uint16_t>(extra, zip::kZip64ExtraId);
+  zip::appendLE<std::uint16_t>(extra, static_cast<std::uint16_t>(payload.size()));
+  return extra + payload;
+}
+
+// torch's padding field (caffe2 getPadding): the record's data must start at a multiple
+// of kDataAlignment counting the local header, the name, the zip64 field and this field's
+// own 4-byte header.
+std::string paddingExtra(std::uint64_t data_start_without_padding) {
+  const std::uint64_t mod = data_start_without_padding % kDataAlignment;
+  const std::size_t padding = mod == 0 ? 0 : static_cast<std::size_t>(kDataAlignment - mod);
+  std::string extra;
+  zip::appendLE<std::uint16_t>(extra, zip::kPaddingExtraId);
+  zip::appendLE<std::uint16_t>(extra, static_cast<std::uint16_t>(padding));
+  extra.append(padding, zip::kPaddingByte);
+  return extra;
+}
+
+}  // namespace
+
+struct ArchiveWriter::Impl {
+  std::filesystem::path path;
+  int fd = -1;
+  std::string buffer;
+  std::uint64_t cursor = 0;  // bytes written so far, buffered or not
+  std::vector<WrittenRecord> records;
+  bool finished = false;
+
+  [[noreturn]] void fail(const std::string& what, int error) const {
+    throw Error(ErrorKind::kIo, path.string() + ": " + what + ": " + std::strerror(error));
+  }
+
+  void writeAll(const char* data, std::size_t size) {
+    while (size > 0) {
+      const ssize_t written = ::write(fd, data, std::min(size, kMaxWriteSize));
+      if (written < 0) {
+        if (errno == EINTR) continue;
+        fail("write failed", errno);
+      }
+      data += written;
+      size -= static_cast<std::size_t>(written);
+    }
+  }
+
+  void flush() {
+    writeAll(buffer.data(), buffer.size());
+    buffer.clear();
+  }
+
+  // Large payloads go straight from the caller's memory (usually the input's map) to the
+  // file instead of through the buffer.
+  void emit(std::string_view bytes) {
+    if (buffer.size() + bytes.size() > kBufferSize) flush();
+    if (bytes.size() >= kBufferSize) {
+      writeAll(bytes.data(), bytes.size());
+    } else {
+      buffer.append(bytes);
+    }
+    cursor += bytes.size();
+  }
+
+  std::string localHeader(const WrittenRecord& record) const {
+    const std::string zip64 = zip64Extra(record.size, record.local_offset);
+    const std::string padding = paddingExtra(record.local_offset + zip::kLocalHeaderSize +
+                                             record.name.size() + zip64.size() +
+                                             zip::kExtraHeaderSize);
+    std::string header;
+    zip::appendLE<std::uint32_t>(header, zip::kLocalHeaderSignature);
+    zip::appendLE<std::uint16_t>(header, zip64.empty() ? zip::kVersionNeeded
+                                                       : zip::kVersionNeededZip64);
+    zip::appendLE<std::uint16_t>(header, 0);  // flags
+    zip::appendLE<std::uint16_t>(header, zip::kMethodStored);
+    zip::appendLE<std::uint16_t>(header, zip::kDosTime);
+    zip::appendLE<std::uint16_t>(header, zip::kDosDate);
+    zip::appendLE<std::uint32_t>(header, record.crc32);
+    zip::appendLE<std::uint32_t>(header, clamp32(record.size));  // compressed
+    zip::appendLE<std::uint32_t>(header, clamp32(record.size));  // uncompressed
+    zip::appendLE<std::uint16_t>(header, static_cast<std::uint16_t>(record.name.size()));
+    zip::appendLE<std::uint16_t>(header, static_cast<std::uint16_t>(zip64.size() + padding.size()));
+    header += record.name;
+    header += zip64;
+    header += padding;
+    return header;
+  }
+
+  static std::string centralHeader(const WrittenRecord& record) {
+    const std::string zip64 = zip64Extra(record.size, record.local_offset);
+    const std::uint16_t version = zip64.empty() ? zip::kVersionNeeded : zip::kVersionNeededZip64;
+    std::string header;
+    zip::appendLE<std::uint32_t>(header, zip::kCentralHeaderSignature);
+    zip::appendLE<std::uint16_t>(header, version);  // made by: MS-DOS attributes, like torch
+    zip::appendLE<std::uint16_t>(header, version);  // needed
+    zip::appendLE<std::uint16_t>(header, 0);        // flags
+    zip::appendLE<std::uint16_t>(header, zip::kMethodStored);
+    zip::appendLE<std::uint16_t>(header, zip::kDosTime);
+    zip::appendLE<std::uint16_t>(header, zip::kDosDate);
+    zip::appendLE<std::uint32_t>(header, record.crc32);
+    zip::appendLE<std::uint32_t>(header, clamp32(record.size));  // compressed
+    zip::appendLE<std::uint32_t>(header, clamp32(record.size));  // uncompressed
+    zip::appendLE<std::uint16_t>(header, static_cast<std::uint16_t>(record.name.size()));
+    zip::appendLE<std::uint16_t>(header, static_cast<std::uint16_t>(zip64.size()));
+    zip::appendLE<std::uint16_t>(header, 0);  // comment size
+    zip::appendLE<std::uint16_t>(header, 0);  // disk
+    zip::appendLE<std::uint16_t>(header, 0);  // internal attributes
+    zip::appendLE<std::uint32_t>(header, 0);  // external attributes
+    zip::appendLE<std::uint32_t>(header, clamp32(record.local_offset));
+    header += record.name;
+    header += zip64;
+    return header;
+  }
+
+  // The end records; the zip64 pair only when a count, size or offset does not fit.
+  std::string endOfCentralDir(std::uint64_t directory_offset, std::uint64_t directory_size) const {
+    const std::uint64_t entries = records.size();
+    std::string end;
+    if (entries >= zip::kMax16 || directory_offset >= zip::kMax32 ||
+        directory_size >= zip::kMax32) {
+      const std::uint64_t record_offset = directory_offset + directory_size;
+      zip::appendLE<std::uint32_t>(end, zip::kZip64EndOfCentralDirSignature);
+      zip::appendLE<std::uint64_t>(end, zip::kZip64EndOfCentralDirRecordSize);
+      zip::appendLE<std::uint16_t>(end, zip::kVersionNeededZip64);  // made by
+      zip::appendLE<std::uint16_t>(end, zip::kVersionNeededZip64);  // needed
+      zip::appendLE<std::uint32_t>(end, 0);                          // this disk
+      zip::appendLE<std::uint32_t>(end, 0);                          // directory's disk
+      zip::appendLE<std::uint64_t>(end, entries);                    // on this disk
+      zip::appendLE<std::uint64_t>(end, entries);                    // in total
+      zip::appendLE<std::uint64_t>(end, directory_size);
+      zip::appendLE<std::uint64_t>(end, directory_offset);
+      zip::appendLE<std::uint32_t>(end, zip::kZip64LocatorSignature);
+      zip::appendLE<std::uint32_t>(end, 0);  // disk of the zip64 record
+      zip::appendLE<std::uint64_t>(end, record_offset);
+      zip::appendLE<std::uint32_t>(end, 1);  // total disks
+    }
+    zip::appendLE<std::uint32_t>(end, zip::kEndOfCentralDirSignature);
+    zip::appendLE<std::uint16_t>(end, 0);  // this disk
+    zip::appendLE<std::uint16_t>(end, 0);  // directory's disk
+    zip::appendLE<std::uint16_t>(end, clamp16(entries));
+    zip::appendLE<std::uint16_t>(end, clamp16(entries));
+    zip::appendLE<std::uint32_t>(end, clamp32(directory_size));
+    zip::appendLE<std::uint32_t>(end, clamp32(directory_offset));
+    zip::appendLE<std::uint16_t>(end, 0);  // comment size
+    return end;
+  }
+};
+
+ArchiveWriter::ArchiveWriter(const std::filesystem::path& path) : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  impl_->fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (impl_->fd < 0) impl_->fail("cannot create", errno);
+  impl_->buffer.reserve(kBufferSize);
+}
+
+ArchiveWriter::ArchiveWriter(const std::filesystem::path& path, int fd)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  impl_->fd = fd;
+  impl_->buffer.reserve(kBufferSize);
+}
+
+ArchiveWriter::~ArchiveWriter() {
+  if (impl_->fd >= 0) ::close(impl_->fd);
+}
+
+void ArchiveWriter::add(std::string_view name, std::string_view data,
+                        std::optional<std::uint32_t> crc32) {
+  if (impl_->finished) throw std::logic_error("ArchiveWriter::add after finish");
+  if (name.empty() || name.size() > zip::kMax16) {
+    throw Error(ErrorKind::kIo, impl_->path.string() + ": cannot write a record named '" +
+                                    std::string(name.substr(0, 64)) + "': bad name length");
+  }
+  WrittenRecord record{std::string(name), crc32 ? *crc32 : zip::crc32Of(data), data.size(),
+                       impl_->cursor};
+  impl_->emit(impl_->localHeader(record));
+  impl_->emit(data);
+  impl_->records.push_back(std::move(record));
+}
+
+void ArchiveWriter::finish() {
+  if (impl_->finished) throw std::logic_error("ArchiveWriter::finish called twice");
+  impl_->finished = true;
+  const std::uint64_t directory_offset = impl_->cursor;
+  for (const WrittenRecord& record : impl_->records) impl_->emit(Impl::centralHeader(record));
+  const std::uint64_t directory_size = impl_->cursor - directory_offset;
+  impl_->emit(impl_->endOfCentralDir(directory_offset, directory_size));
+  impl_->flush();
+  if (::fsync(impl_->fd) != 0) impl_->fail("fsync failed", errno);
+  const int fd = impl_->fd;
+  impl_->fd = -1;
+  if (::close(fd) != 0) impl_->fail("close failed", errno);
+}
+
+}  // namespace exmode::archive

@@ -1,0 +1,31 @@
+// The tool's subcommands.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+#include "exmode/passes.h"
+
+namespace exmode::cli {
+
+struct SwitchOptions {
+  std::string input;
+  std::string output;
+  bool in_place = false;
+  bool quiet = false;
+};
+
+struct InspectOptions {
+  std::string input;
+  bool json = false;
+};
+
+void addSwitchCommand(CLI::App& app, const std::string& name, const std::string& description,
+                      SwitchOptions& options);
+void addInspectCommand(CLI::App& app, InspectOptions& options);
+
+int runSwitch(Mode target, const SwitchOptions& options);
+int runInspect(const InspectOptions& options);
+
+}  // namespace exmode::cli

@@ -1,0 +1,92 @@
+// `exmode inspect IN [--json]`: one line per mode-sensitive site, then the program's mode.
+#include <iostream>
+#include <string>
+
+#include "cli/commands.h"
+#include "exmode/model.h"
+#include "exmode/pattern.h"
+#include "program/json_text.h"
+
+namespace exmode::cli {
+
+void addInspectCommand(CLI::App& app, InspectOptions& options) {
+  CLI::App* command = app.add_subcommand("inspect", "List the mode-sensitive sites and the mode");
+  command->add_option("input", options.input, "PT2 archive to read")->required();
+  command->add_flag("--json", options.json, "Print JSON instead of text");
+}
+
+namespace {
+
+std::string number(double value) {
+  std::string text;
+  json::appendDouble(text, value);
+  return text;
+}
+
+void printText(const std::string& name, const std::vector<Site>& sites) {
+  for (const Site& s : sites) {
+    const std::string module = s.node->modulePath();
+    std::cout << s.node->name() << "  " << rewrite::shortTarget(s.node->target()) << "  "
+              << (module.empty() ? "<root>" : module) << "  " << siteStateName(s.state);
+    if (s.p) std::cout << "  p=" << number(*s.p);
+    if (s.momentum) std::cout << "  momentum=" << number(*s.momentum);
+    if (s.eps) std::cout << "  eps=" << number(*s.eps);
+    std::cout << "\n";
+  }
+  std::cout << name << ": mode " << programModeName(detectMode(sites)) << " (" << sites.size()
+            << (sites.size() == 1 ? " site" : " sites") << ")\n";
+}
+
+void appendSiteJson(std::string& out, const Site& s) {
+  out += "{\"node\": ";
+  json::appendString(out, s.node->name());
+  out += ", \"op\": ";
+  json::appendString(out, rewrite::shortTarget(s.node->target()));
+  out += ", \"module\": ";
+  json::appendString(out, s.node->modulePath());
+  out += ", \"mode\": ";
+  json::appendString(out, siteStateName(s.state));
+  const std::pair<const char*, std::optional<double>> numbers[] = {
+      {"p", s.p}, {"momentum", s.momentum}, {"eps", s.eps}};
+  for (const auto& [key, value] : numbers) {
+    if (!value) continue;
+    out += ", ";
+    json::appendString(out, key);
+    out += ": ";
+    json::appendDouble(out, *value);
+  }
+  out += "}";
+}
+
+}  // namespace
+
+int runInspect(const InspectOptions& options) {
+  auto model = Model::open(options.input);
+  std::string out = "{\"file\": ";
+  json::appendString(out, options.input);
+  out += ", \"programs\": [";
+  bool first_program = true;
+  for (const std::string& name : model->programNames()) {
+    const std::vector<Site> sites = collectSites(model->program(name).graph());
+    if (!options.json) {
+      printText(name, sites);
+      continue;
+    }
+    if (!first_program) out += ", ";
+    first_program = false;
+    out += "{\"name\": ";
+    json::appendString(out, name);
+    out += ", \"mode\": ";
+    json::appendString(out, programModeName(detectMode(sites)));
+    out += ", \"sites\": [";
+    for (std::size_t i = 0; i < sites.size(); ++i) {
+      if (i > 0) out += ", ";
+      appendSiteJson(out, sites[i]);
+    }
+    out += "]}";
+  }
+  if (options.json) std::cout << out << "]}\n";
+  return 0;
+}
+
+}  // namespace exmode::cli

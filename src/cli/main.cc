@@ -1,0 +1,39 @@
+// The exmode command-line tool: `exmode eval|train IN (-o OUT | --in-place)` and
+// `exmode inspect IN [--json]`. Exit statuses are ErrorKind values (see README).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "exmode/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"exmode: switch exported PyTorch programs (.pt2) between train and eval mode"};
+  app.require_subcommand(1);
+  exmode::cli::SwitchOptions eval_options;
+  exmode::cli::SwitchOptions train_options;
+  exmode::cli::InspectOptions inspect_options;
+  exmode::cli::addSwitchCommand(app, "eval", "Move every program to evaluation mode", eval_options);
+  exmode::cli::addSwitchCommand(app, "train", "Move every program to training mode", train_options);
+  exmode::cli::addInspectCommand(app, inspect_options);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "exmode: " << e.what() << " (see --help)\n";
+    return static_cast<int>(exmode::ErrorKind::kUsage);
+  }
+  try {
+    if (app.got_subcommand("eval")) return exmode::cli::runSwitch(exmode::Mode::kEval, eval_options);
+    if (app.got_subcommand("train")) return exmode::cli::runSwitch(exmode::Mode::kTrain, train_options);
+    return exmode::cli::runInspect(inspect_options);
+  } catch (const exmode::Error& e) {
+    std::cerr << "exmode: " << e.what() << "\n";
+    return static_cast<int>(e.kind());
+  } catch (const std::exception& e) {
+    std::cerr << "exmode: internal error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,53 @@
+// `exmode eval|train IN (-o OUT | --in-place)`: switch every program, report each change.
+#include <iostream>
+
+#include "cli/commands.h"
+#include "exmode/error.h"
+#include "exmode/model.h"
+
+namespace exmode::cli {
+
+void addSwitchCommand(CLI::App& app, const std::string& name, const std::string& description,
+                      SwitchOptions& options) {
+  CLI::App* command = app.add_subcommand(name, description);
+  command->add_option("input", options.input, "PT2 archive to read")->required();
+  auto* output = command->add_option("-o,--output", options.output, "Archive to write");
+  auto* in_place = command->add_flag("--in-place", options.in_place, "Replace the input archive");
+  output->excludes(in_place);
+  command->add_flag("-q,--quiet", options.quiet, "Print only errors");
+  command->callback([command, output, in_place] {
+    if (output->count() == 0 && in_place->count() == 0) {
+      throw CLI::ValidationError(command->get_name() + ": give -o OUT or --in-place");
+    }
+  });
+}
+
+int runSwitch(Mode target, const SwitchOptions& options) {
+  auto model = Model::open(options.input);
+  const std::vector<SwitchReport> reports = target == Mode::kTrain ? model->train() : model->eval();
+  if (!options.quiet) {
+    for (const SwitchReport& report : reports) {
+      for (const Change& c : report.changes) {
+        std::cout << "  " << c.node << "  " << c.op << "  "
+                  << (c.module.empty() ? "<root>" : c.module) << "  " << c.before << " -> "
+                  << c.after << "\n";
+      }
+      if (report.changes.empty()) {
+        std::cout << report.program << ": already in " << modeName(target)
+                  << " mode; nothing changed\n";
+      } else {
+        std::cout << report.program << ": " << programModeName(report.before) << " -> "
+                  << programModeName(report.after) << " (" << report.changes.size()
+                  << (report.changes.size() == 1 ? " change" : " changes") << ")\n";
+      }
+    }
+  }
+  if (options.in_place) {
+    if (model->modified()) model->save(options.input);
+  } else {
+    model->save(options.output);
+  }
+  return 0;
+}
+
+}  // namespace exmode::cli

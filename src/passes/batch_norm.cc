@@ -1,0 +1,188 @@
+// Batch norm in the default (training) IR of torch.export.
+//
+// Train: add_ = aten.add_.Tensor(<bn>.num_batches_tracked, 1)        (the increment)
+//        y = aten.batch_norm.default(x, w, b, rm, rv, training=True, momentum, eps, cudnn)
+// Eval:  y = aten.batch_norm.default(x, w, b, rm, rv, training=False, momentum, eps, cudnn)
+//
+// To eval: clear `training`, erase the site's increment and let later readers of the
+// counter read its input. To train: set `training`, insert the increment right before the
+// site (where torch's own train-mode export puts it), chained after the counter's latest
+// value so a module called twice counts twice. momentum, eps, cudnn_enabled are never
+// touched. Without running statistics (running_mean None) batch norm uses batch
+// statistics in both modes: such a site is fixed and left alone.
+//
+// A site's increment is found through the signature: running_mean's buffer name
+// "<module>.running_mean" gives "<module>.num_batches_tracked"; the increment is the
+// add_(counter, 1) on that counter's chain between the previous site of the module and
+// this one.
+#include <optional>
+
+#include "exmode/passes.h"
+#include "exmode/pattern.h"
+#include "passes/change.h"
+#include "program/json_text.h"
+
+namespace exmode::passes {
+
+namespace {
+
+using namespace rewrite;
+
+constexpr std::string_view kRunningMean = "running_mean";
+constexpr std::string_view kCounter = "num_batches_tracked";
+
+const Pattern& batchNormPattern() {
+  static const Pattern pattern = Pattern({"aten.batch_norm.default"})
+                                     .arg("input", tensor())
+                                     .arg("running_mean", anyArg(), "running_mean")
+                                     .arg("training", boolArg(), "training")
+                                     .arg("momentum", anyArg(), "momentum")
+                                     .arg("eps", floatArg(), "eps");
+  return pattern;
+}
+
+// add_(counter, 1): one step of a module's num_batches_tracked.
+const Pattern& incrementPattern() {
+  static const Pattern pattern =
+      Pattern({"aten.add_.Tensor"}).arg("self", tensor(), "self").arg("other", intArg(1));
+  return pattern;
+}
+
+// The counter placeholder of the module whose running_mean a site reads, or null.
+Value* counterOf(const Graph& graph, const Match& site) {
+  const Value* running_mean = site.arg("running_mean").tensor();
+  if (running_mean == nullptr) return nullptr;
+  const SignatureSpec* spec = graph.inputSpecOf(running_mean);
+  if (spec == nullptr || spec->kind != "buffer") return nullptr;
+  const std::string& name = spec->target;
+  if (name.size() < kRunningMean.size() ||
+      name.compare(name.size() - kRunningMean.size(), kRunningMean.size(), kRunningMean) != 0) {
+    return nullptr;
+  }
+  return graph.bufferInput(name.substr(0, name.size() - kRunningMean.size()) + std::string(kCounter));
+}
+
+// The increment that reads `value`, if any.
+Node* incrementReading(const Value& value) {
+  for (Node* user : value.users()) {
+    auto m = matchNode(*user, incrementPattern());
+    if (m && m->arg("self").tensor() == &value) return user;
+  }
+  return nullptr;
+}
+
+// The counter's latest value before `node`: follows the chain of increments.
+Value* counterValueBefore(Value& counter, const Node& node) {
+  Value* current = &counter;
+  while (Node* next = incrementReading(*current)) {
+    if (next->order() >= node.order()) break;
+    current = next->output();
+  }
+  return current;
+}
+
+// The increment belonging to `site`: the last one on the counter's chain before the site
+// and after `previous_site` (the module's previous site), or null.
+Node* incrementOf(Value& counter, const Node& site, const Node* previous_site) {
+  Node* found = nullptr;
+  Value* current = &counter;
+  while (Node* next = incrementReading(*current)) {
+    if (next->order() >= site.order()) break;
+    if (previous_site == nullptr || next->order() > previous_site->order()) found = next;
+    current = next->output();
+  }
+  return found;
+}
+
+bool isTracked(const Match& site) { return site.arg("running_mean").tensor() != nullptr; }
+
+// Metadata for an inserted increment: the site's module stack and stack trace.
+std::string incrementMetadata(const Node& site) {
+  std::string text = "{";
+  for (const char* key : {"stack_trace", "nn_module_stack"}) {
+    const std::string value = site.metadataField(key);
+    if (value.empty()) continue;
+    if (text.size() > 1) text += ", ";
+    json::appendString(text, key);
+    text += ": ";
+    json::appendString(text, value);
+  }
+  return text + "}";
+}
+
+class BatchNormPass final : public ModePass {
+ public:
+  std::string_view name() const override { return "batch_norm"; }
+
+  void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
+    for (const Match& m : matchAll(graph, batchNormPattern())) {
+      Site::State state = Site::State::kFixed;
+      if (isTracked(m)) state = *m.arg("training").asBool() ? Site::State::kTrain : Site::State::kEval;
+      sites.push_back({.node = m.root,
+                       .state = state,
+                       .momentum = m.arg("momentum").asDouble(),
+                       .eps = m.arg("eps").asDouble()});
+    }
+  }
+
+  void apply(Rewriter& rewriter, Mode target, std::vector<Change>& changes) const override {
+    Graph& graph = rewriter.graph();
+    const bool train = target == Mode::kTrain;
+    // Match first, against the unchanged graph; then rewrite.
+    struct Planned {
+      Node* site;
+      Value* counter;
+      Node* increment;
+    };
+    std::vector<Planned> plan;
+    std::unordered_map<const Value*, const Node*> previous_site;
+    for (const Match& m : matchAll(graph, batchNormPattern())) {
+      if (!isTracked(m)) continue;
+      Value* counter = counterOf(graph, m);
+      const Node*& previous = previous_site[counter];
+      Node* increment = counter != nullptr ? incrementOf(*counter, *m.root, previous) : nullptr;
+      previous = m.root;
+      if (*m.arg("training").asBool() == train) continue;
+      plan.push_back({m.root, counter, increment});
+    }
+    for (const Planned& p : plan) {
+      rewriter.setInput(*p.site, "training", rewriter.boolArg(train));
+      std::string before = std::string("training=") + pythonBool(!train);
+      std::string after = std::string("training=") + pythonBool(train);
+      if (!train && p.increment != nullptr) {
+        Value& self = *p.increment->input("self")->arg.tensor();
+        rewriter.replaceUses(*p.increment->output(), self);
+        rewriter.eraseNode(*p.increment);
+        before += ", num_batches_tracked += 1";
+      } else if (train && p.increment == nullptr && p.counter != nullptr) {
+        insertIncrement(rewriter, *p.site, *p.counter);
+        after += ", num_batches_tracked += 1";
+      }
+      changes.push_back(makeChange(*p.site, std::move(before), std::move(after)));
+    }
+    graph.renumber();
+  }
+
+ private:
+  static void insertIncrement(Rewriter& rewriter, Node& site, Value& counter) {
+    Graph& graph = rewriter.graph();
+    Value& latest = *counterValueBefore(counter, site);
+    NewNode increment;
+    increment.target = "torch.ops.aten.add_.Tensor";
+    increment.inputs = {{"self", rewriter.tensorArg(latest), "1"},
+                        {"other", rewriter.intArg(1), "1"}};
+    increment.tensor_outputs = {{graph.freshName("add_"), counter.tensorMeta()}};
+    increment.metadata = rewriter.keep(incrementMetadata(site));
+    Node& added = rewriter.insertBefore(site, std::move(increment));
+    rewriter.replaceUses(latest, *added.output(), &site);
+  }
+};
+
+}  // namespace
+
+const ModePass& batchNormPass() {
+  static const BatchNormPass pass;
+  return pass;
+}
+
+}  // namespace exmode::passes

@@ -1,0 +1,59 @@
+// Dropout family: the `train` flag frozen into the graph at export.
+//
+// Before: aten.<op>(input, p, train=T)     After: aten.<op>(input, p, train=not T)
+// The tensor is `input`, or `self` in the in-place variants.
+// Ops: dropout, feature_dropout (Dropout1d/2d/3d), alpha_dropout, feature_alpha_dropout,
+// each with its in-place variant; all share the schema (Tensor input, float p, bool train).
+// Conditions: `train` is a literal bool. `p` is never touched.
+#include "exmode/passes.h"
+#include "exmode/pattern.h"
+#include "passes/change.h"
+
+namespace exmode::passes {
+
+namespace {
+
+using namespace rewrite;
+
+const Pattern& dropoutPattern() {
+  static const Pattern pattern =
+      Pattern({"aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default",
+               "aten.feature_dropout_.default", "aten.alpha_dropout.default",
+               "aten.alpha_dropout_.default", "aten.feature_alpha_dropout.default",
+               "aten.feature_alpha_dropout_.default"})
+          .arg("p", floatArg(), "p")
+          .arg("train", boolArg(), "train");
+  return pattern;
+}
+
+class DropoutPass final : public ModePass {
+ public:
+  std::string_view name() const override { return "dropout"; }
+
+  void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
+    for (const Match& m : matchAll(graph, dropoutPattern())) {
+      sites.push_back({.node = m.root,
+                       .state = *m.arg("train").asBool() ? Site::State::kTrain : Site::State::kEval,
+                       .p = m.arg("p").asDouble()});
+    }
+  }
+
+  void apply(Rewriter& rewriter, Mode target, std::vector<Change>& changes) const override {
+    const bool train = target == Mode::kTrain;
+    for (const Match& m : matchAll(rewriter.graph(), dropoutPattern())) {
+      if (*m.arg("train").asBool() == train) continue;
+      rewriter.setInput(*m.root, "train", rewriter.boolArg(train));
+      changes.push_back(makeChange(*m.root, std::string("train=") + pythonBool(!train),
+                                   std::string("train=") + pythonBool(train)));
+    }
+  }
+};
+
+}  // namespace
+
+const ModePass& dropoutPass() {
+  static const DropoutPass pass;
+  return pass;
+}
+
+}  // namespace exmode::passes

@@ -1,0 +1,20 @@
+// The mode passes, in the order they run. Adding an op family: write its file in this
+// folder, declare its accessor here and add it to the list.
+#include "exmode/passes.h"
+
+namespace exmode {
+
+namespace passes {
+const ModePass& dropoutPass();
+const ModePass& batchNormPass();
+}  // namespace passes
+
+const std::vector<const ModePass*>& modePasses() {
+  static const std::vector<const ModePass*> kPasses = {
+      &passes::dropoutPass(),
+      &passes::batchNormPass(),
+  };
+  return kPasses;
+}
+
+}  // namespace exmode

@@ -1,0 +1,62 @@
+// Running the mode passes over a program: site collection, mode detection, the switch.
+#include <algorithm>
+
+#include "exmode/passes.h"
+
+namespace exmode {
+
+std::string_view modeName(Mode mode) { return mode == Mode::kTrain ? "train" : "eval"; }
+
+std::string_view programModeName(ProgramMode mode) {
+  switch (mode) {
+    case ProgramMode::kTrain: return "train";
+    case ProgramMode::kEval: return "eval";
+    case ProgramMode::kMixed: return "mixed";
+    case ProgramMode::kNone: return "none";
+  }
+  return "none";
+}
+
+std::string_view siteStateName(Site::State state) {
+  switch (state) {
+    case Site::State::kTrain: return "train";
+    case Site::State::kEval: return "eval";
+    case Site::State::kFixed: return "fixed";
+  }
+  return "fixed";
+}
+
+std::vector<Site> collectSites(const Graph& graph) {
+  std::vector<Site> sites;
+  for (const ModePass* pass : modePasses()) pass->collectSites(graph, sites);
+  std::stable_sort(sites.begin(), sites.end(),
+                   [](const Site& a, const Site& b) { return a.node->order() < b.node->order(); });
+  return sites;
+}
+
+ProgramMode detectMode(const std::vector<Site>& sites) {
+  bool any_train = false;
+  bool any_eval = false;
+  for (const Site& site : sites) {
+    any_train = any_train || site.state == Site::State::kTrain;
+    any_eval = any_eval || site.state == Site::State::kEval;
+  }
+  if (any_train && any_eval) return ProgramMode::kMixed;
+  if (any_train) return ProgramMode::kTrain;
+  if (any_eval) return ProgramMode::kEval;
+  return ProgramMode::kNone;
+}
+
+SwitchReport switchMode(Program& program, Mode target, std::string program_name) {
+  SwitchReport report;
+  report.program = std::move(program_name);
+  report.before = detectMode(collectSites(program.graph()));
+  rewrite::Rewriter rewriter(program);
+  for (const ModePass* pass : modePasses()) pass->apply(rewriter, target, report.changes);
+  program.graph().renumber();
+  program.verify();
+  report.after = detectMode(collectSites(program.graph()));
+  return report;
+}
+
+}  // namespace exmode

@@ -1,0 +1,122 @@
+// The pattern matcher: candidates from the graph's by-target index, then each rule
+// checked against the named arguments. Pure: it reads the graph and returns matches.
+#include "exmode/pattern.h"
+
+#include <stdexcept>
+
+namespace exmode::rewrite {
+
+namespace {
+constexpr std::string_view kTargetPrefix = "torch.ops.";
+}
+
+std::string_view shortTarget(std::string_view target) {
+  if (target.substr(0, kTargetPrefix.size()) == kTargetPrefix) target.remove_prefix(kTargetPrefix.size());
+  return target;
+}
+
+ArgConstraint anyArg() { return {}; }
+ArgConstraint tensor() { return {.kind = ArgConstraint::Kind::kTensor}; }
+ArgConstraint none() { return {.kind = ArgConstraint::Kind::kNone}; }
+ArgConstraint notNone() { return {.kind = ArgConstraint::Kind::kNotNone}; }
+ArgConstraint boolArg(std::optional<bool> value) {
+  return {.kind = ArgConstraint::Kind::kBool, .bool_value = value};
+}
+ArgConstraint floatArg() { return {.kind = ArgConstraint::Kind::kFloat}; }
+ArgConstraint intArg(std::optional<std::int64_t> value) {
+  return {.kind = ArgConstraint::Kind::kInt, .int_value = value};
+}
+ArgConstraint producedBy(const Pattern& pattern) {
+  return {.kind = ArgConstraint::Kind::kProducedBy, .producer = std::make_shared<Pattern>(pattern)};
+}
+ArgConstraint where(std::function<bool(const Argument&)> predicate) {
+  return {.kind = ArgConstraint::Kind::kPredicate, .predicate = std::move(predicate)};
+}
+
+Pattern::Pattern(std::vector<std::string> targets) {
+  for (std::string& t : targets) targets_.push_back(std::string(kTargetPrefix) + t);
+}
+
+Pattern& Pattern::arg(std::string name, ArgConstraint constraint, std::string capture) {
+  rules_.push_back({std::move(name), std::move(constraint), std::move(capture)});
+  return *this;
+}
+
+Pattern& Pattern::as(std::string capture) {
+  node_capture_ = std::move(capture);
+  return *this;
+}
+
+const Argument& Match::arg(const std::string& capture) const {
+  auto it = args.find(capture);
+  if (it == args.end()) throw std::logic_error("pattern has no capture '" + capture + "'");
+  return it->second->arg;
+}
+
+class Matcher {
+ public:
+  static bool matches(const Node& node, const Pattern& pattern, Match& match) {
+    bool target_ok = false;
+    for (const std::string& t : pattern.targets_) target_ok = target_ok || node.target() == t;
+    if (!target_ok) return false;
+    for (const Pattern::ArgRule& rule : pattern.rules_) {
+      const NamedArgument* in = node.input(rule.name);
+      if (!satisfies(in, rule.constraint, match)) return false;
+      if (!rule.capture.empty() && in != nullptr) match.args[rule.capture] = in;
+    }
+    if (!pattern.node_capture_.empty()) match.nodes[pattern.node_capture_] = const_cast<Node*>(&node);
+    return true;
+  }
+
+ private:
+  static bool satisfies(const NamedArgument* in, const ArgConstraint& c, Match& match) {
+    using Kind = ArgConstraint::Kind;
+    if (c.kind == Kind::kAny) return true;
+    if (c.kind == Kind::kNone) return in == nullptr || in->arg.isNone();
+    if (in == nullptr) return false;
+    const Argument& arg = in->arg;
+    switch (c.kind) {
+      case Kind::kTensor: return arg.tensor() != nullptr;
+      case Kind::kNotNone: return !arg.isNone();
+      case Kind::kBool: {
+        auto b = arg.asBool();
+        return b.has_value() && (!c.bool_value || *b == *c.bool_value);
+      }
+      case Kind::kFloat: return arg.asDouble().has_value();
+      case Kind::kInt: {
+        auto i = arg.asInt();
+        return i.has_value() && (!c.int_value || *i == *c.int_value);
+      }
+      case Kind::kProducedBy: {
+        const Value* v = arg.tensor();
+        return v != nullptr && v->producer() != nullptr && matches(*v->producer(), *c.producer, match);
+      }
+      case Kind::kPredicate: return c.predicate(arg);
+      default: return true;
+    }
+  }
+};
+
+std::optional<Match> matchNode(const Node& node, const Pattern& pattern) {
+  Match match;
+  match.root = const_cast<Node*>(&node);
+  if (!Matcher::matches(node, pattern, match)) return std::nullopt;
+  return match;
+}
+
+std::vector<Match> matchAll(const Graph& graph, const Pattern& pattern) {
+  std::vector<Match> matches;
+  for (const std::string& target : pattern.targets()) {
+    for (Node* node : graph.nodesWithTarget(target)) {
+      if (auto m = matchNode(*node, pattern)) matches.push_back(std::move(*m));
+    }
+  }
+  // Several targets: restore graph order.
+  if (pattern.targets().size() > 1) {
+    std::sort(matches.begin(), matches.end(),
+              [](const Match& a, const Match& b) { return a.root->order() < b.root->order(); });
+  }
+  return matches;
+}
+
+}  // namespace exmode::rewrite

@@ -1,0 +1,176 @@
+// The rewriter: every graph change goes through here so that uses, the by-target index,
+// tensor_values and the signature stay consistent with the nodes.
+#include "exmode/rewrite.h"
+
+#include <algorithm>
+
+#include "exmode/error.h"
+#include "program/json_text.h"
+#include "program/ref_text.h"
+
+namespace exmode::rewrite {
+
+namespace {
+
+Argument plain(std::string kind, RawJson text) {
+  Argument arg;
+  arg.kind = std::move(kind);
+  arg.payload.text = text;
+  return arg;
+}
+
+}  // namespace
+
+Argument Rewriter::tensorArg(Value& value) {
+  std::string text = "{\"name\": ";
+  const auto offset = static_cast<std::uint32_t>(text.size());
+  json::appendString(text, value.name());
+  const auto length = static_cast<std::uint32_t>(text.size()) - offset;
+  text += '}';
+  Argument arg = plain("as_tensor", program_.keep(std::move(text)));
+  arg.payload.refs.push_back({&value, offset, length});
+  return arg;
+}
+
+Argument Rewriter::boolArg(bool value) { return plain("as_bool", value ? "true" : "false"); }
+
+Argument Rewriter::intArg(std::int64_t value) {
+  std::string text;
+  json::appendInt(text, value);
+  return plain("as_int", program_.keep(std::move(text)));
+}
+
+Argument Rewriter::floatArg(double value) {
+  std::string text;
+  json::appendDouble(text, value);
+  return plain("as_float", program_.keep(std::move(text)));
+}
+
+void Rewriter::addUse(Value& value, Node& user) { value.users_.push_back(&user); }
+
+void Rewriter::dropUse(Value& value, const Node& user) {
+  auto it = std::find(value.users_.begin(), value.users_.end(), &user);
+  if (it != value.users_.end()) value.users_.erase(it);
+}
+
+void Rewriter::setInput(Node& node, std::string_view input_name, Argument arg) {
+  for (NamedArgument& in : node.inputs_) {
+    if (in.name != input_name) continue;
+    for (const Ref& ref : in.arg.payload.refs) dropUse(*ref.value, node);
+    for (const Ref& ref : arg.payload.refs) addUse(*ref.value, node);
+    in.arg = std::move(arg);
+    return;
+  }
+  throw Error(ErrorKind::kUnsupported, "node '" + node.name() + "' has no input '" +
+                                           std::string(input_name) + "' to set");
+}
+
+void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
+  std::vector<Node*> users = from.users_;
+  std::sort(users.begin(), users.end());
+  users.erase(std::unique(users.begin(), users.end()), users.end());
+  for (Node* user : users) {
+    if (user == to.producer_) continue;
+    if (after != nullptr && user->order_ < after->order_) continue;
+    for (NamedArgument& in : user->inputs_) {
+      for (Ref& ref : in.arg.payload.refs) {
+        if (ref.value != &from) continue;
+        ref.value = &to;
+        dropUse(from, *user);
+        addUse(to, *user);
+      }
+    }
+  }
+  // Graph outputs come after every node, so they always follow the replacement.
+  for (Argument& output : graph_.outputs_) {
+    for (Ref& ref : output.payload.refs) {
+      if (ref.value == &from) ref.value = &to;
+    }
+  }
+  for (SignatureSpec& spec : graph_.output_specs_) {
+    for (Ref& ref : spec.payload.refs) {
+      if (ref.value == &from) ref.value = &to;
+    }
+  }
+}
+
+void Rewriter::eraseNode(Node& node) {
+  for (const Argument& out : node.outputs_) {
+    for (const Ref& ref : out.payload.refs) {
+      if (!ref.value->users_.empty()) {
+        throw Error(ErrorKind::kUnsupported, "cannot erase node '" + node.name() + "': '" +
+                                                 ref.value->name() + "' is still used");
+      }
+    }
+  }
+  for (const NamedArgument& in : node.inputs_) {
+    for (const Ref& ref : in.arg.payload.refs) dropUse(*ref.value, node);
+  }
+  for (const Argument& out : node.outputs_) {
+    for (const Ref& ref : out.payload.refs) {
+      ref.value->erased_ = true;
+      graph_.values_.erase(ref.value->name());
+    }
+  }
+  graph_.by_target_valid_ = false;
+  graph_.nodes_.erase(node.self_);
+}
+
+Node& Rewriter::insertBefore(Node& before, NewNode spec) {
+  auto owned = std::make_unique<Node>();
+  Node& node = *owned;
+  node.target_ = std::move(spec.target);
+  node.inputs_ = std::move(spec.inputs);
+  node.metadata_ = spec.metadata;
+  node.members_ = {{"target", {}},  {"inputs", {}},
+                   {"outputs", {}}, {"metadata", {}},
+                   {"is_hop_single_tensor_return", "null"}, {"name", {}}};
+  for (auto& [name, meta] : spec.tensor_outputs) {
+    if (graph_.tryGetValue(name) != nullptr) {
+      throw Error(ErrorKind::kUnsupported, "value name '" + name + "' is already taken");
+    }
+    Value& value = graph_.value_storage_.emplace_back();
+    value.name_ = name;
+    value.producer_ = &node;
+    value.tensor_meta_ = meta;
+    graph_.values_.emplace(value.name_, &value);
+    graph_.tensor_value_order_.push_back(&value);
+    node.outputs_.push_back(tensorArg(value));
+  }
+  if (node.name_.empty() && !node.outputs_.empty()) node.name_ = node.outputs_.front().tensor()->name();
+  for (const NamedArgument& in : node.inputs_) {
+    for (const Ref& ref : in.arg.payload.refs) addUse(*ref.value, node);
+  }
+  node.order_ = before.order_;
+  node.self_ = graph_.nodes_.insert(before.self_, std::move(owned));
+  graph_.by_target_valid_ = false;
+  return node;
+}
+
+void Rewriter::addBufferMutation(Value& value, std::string_view buffer_name) {
+  std::size_t index = 0;
+  while (index < graph_.output_specs_.size() && graph_.output_specs_[index].kind != "user_output") {
+    ++index;
+  }
+  Argument output = tensorArg(value);
+  std::string text = "{\"arg\": ";
+  SignatureSpec spec;
+  spec.kind = "buffer_mutation";
+  appendShifted(text, spec.payload.refs, output.payload.text, output.payload.refs);
+  text += ", \"buffer_name\": ";
+  json::appendString(text, buffer_name);
+  text += '}';
+  spec.payload.text = program_.keep(std::move(text));
+  spec.target = std::string(buffer_name);
+  const auto at = static_cast<std::ptrdiff_t>(index);
+  graph_.outputs_.insert(graph_.outputs_.begin() + at, std::move(output));
+  graph_.output_specs_.insert(graph_.output_specs_.begin() + at, std::move(spec));
+}
+
+void Rewriter::removeOutput(std::size_t index) {
+  const auto at = static_cast<std::ptrdiff_t>(index);
+  graph_.outputs_.erase(graph_.outputs_.begin() + at);
+  graph_.output_specs_.erase(graph_.output_specs_.begin() + at);
+}
+
+}  // namespace exmode::rewrite

@@ -1,0 +1,512 @@
+// Tests of the archive layer: reading and writing PT2 zip archives, rewriting them, the
+// serialization id, and refusal of malformed or unsupported archives.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "archive/zip_format.h"
+#include "exmode/archive.h"
+#include "exmode/error.h"
+
+namespace exmode::archive {
+namespace {
+
+namespace fs = std::filesystem;
+using Entries = std::vector<std::pair<std::string, std::string>>;
+
+std::string readBytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void writeBytes(const fs::path& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+void writeArchive(const fs::path& path, const Entries& entries) {
+  ArchiveWriter writer(path);
+  for (const auto& [name, data] : entries) writer.add(name, data);
+  writer.finish();
+}
+
+// The id torch would write for `entries` (full names under `root`), excluding the id.
+std::string idFor(const Entries& entries, const std::string& root) {
+  std::vector<std::string> names;
+  std::vector<std::uint32_t> crcs;
+  for (const auto& [name, data] : entries) {
+    const std::string relative = name.substr(root.size() + 1);
+    if (relative == kSerializationIdPath) continue;
+    names.push_back(relative);
+    crcs.push_back(zip::crc32Of(data));
+  }
+  return serializationId(names, crcs);
+}
+
+// A small archive shaped like torch.export.save's output, with a consistent id.
+Entries torchLikeEntries() {
+  Entries entries = {
+      {"arc/data/weights/weight_0", std::string(16, '\x01')},
+      {"arc/data/weights/model_weights_config.json", "{\"config\": {}}"},
+      {"arc/models/model.json", "{\"graph_module\": {}}"},
+      {"arc/models/other.json", "{}"},
+      {"arc/data/sample_inputs/model.pt", ""},
+      {"arc/archive_format", "pt2"},
+      {"arc/archive_version", "0"},
+      {"arc/.data/version", "6\n"},
+      {"arc/byteorder", "little"},
+  };
+  entries.emplace_back("arc/.data/serialization_id", idFor(entries, "arc"));
+  return entries;
+}
+
+std::uint16_t load16(const std::string& bytes, std::size_t at) {
+  return zip::loadLE<std::uint16_t>(bytes.data() + at);
+}
+
+void store16(std::string& bytes, std::size_t at, std::uint16_t value) {
+  bytes[at] = static_cast<char>(value & 0xFF);
+  bytes[at + 1] = static_cast<char>(value >> 8);
+}
+
+void store32(std::string& bytes, std::size_t at, std::uint32_t value) {
+  for (std::size_t i = 0; i < 4; ++i) bytes[at + i] = static_cast<char>((value >> (8 * i)) & 0xFF);
+}
+
+// Offset of the central directory header of the record named `name`.
+std::size_t centralHeaderOf(const std::string& bytes, const std::string& name) {
+  const std::string signature("PK\1\2", 4);
+  for (std::size_t at = bytes.find(signature); at != std::string::npos;
+       at = bytes.find(signature, at + 1)) {
+    if (load16(bytes, at + 28) == name.size() && bytes.compare(at + 46, name.size(), name) == 0) {
+      return at;
+    }
+  }
+  ADD_FAILURE() << "no central header for " << name;
+  return 0;
+}
+
+class ArchiveTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::path(::testing::TempDir()) / "exmode-archive-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  fs::path path(const std::string& name) const { return dir_ / name; }
+
+  // Writes `bytes` to a file and expects reading it to fail with kBadArchive and a
+  // one-line message naming the file and containing `expected`.
+  void expectBad(const std::string& bytes, const std::string& expected) {
+    const fs::path file = path("bad.pt2");
+    writeBytes(file, bytes);
+    expectBadFile(file, expected);
+  }
+
+  static void expectBadFile(const fs::path& file, const std::string& expected) {
+    try {
+      ArchiveReader reader(file);
+      ADD_FAILURE() << "read succeeded; expected an error containing: " << expected;
+    } catch (const Error& error) {
+      const std::string message = error.what();
+      EXPECT_EQ(error.kind(), ErrorKind::kBadArchive) << message;
+      EXPECT_EQ(message.rfind(file.string() + ": ", 0), 0u) << message;
+      EXPECT_NE(message.find(expected), std::string::npos) << message;
+      EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    }
+  }
+
+  std::string torchLikeBytes() {
+    const fs::path file = path("source.pt2");
+    writeArchive(file, torchLikeEntries());
+    return readBytes(file);
+  }
+
+  std::vector<std::string> directoryListing() const {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(dir_)) {
+      names.push_back(entry.path().filename().string());
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  fs::path dir_;
+};
+
+TEST(ZipFormat, Crc32MatchesTheStandardCheckValue) {
+  EXPECT_EQ(zip::crc32Of("123456789"), 0xCBF43926u);
+  EXPECT_EQ(zip::crc32Of(""), 0u);
+}
+
+TEST(ZipFormat, FieldReaderStopsAtTheEnd) {
+  zip::FieldReader reader(std::string_view("\x01\x02\x03", 3));
+  EXPECT_EQ(reader.u16(), 0x0201);
+  EXPECT_TRUE(reader.ok());
+  EXPECT_EQ(reader.u16(), 0);
+  EXPECT_FALSE(reader.ok());
+  EXPECT_EQ(reader.u32(), 0u);
+}
+
+TEST(SerializationId, IsFortyDigitsOfNameHashThenCrcHash) {
+  const std::string id = serializationId({"a", "b"}, {1, 2});
+  ASSERT_EQ(id.size(), 40u);
+  EXPECT_EQ(id.find_first_not_of("0123456789"), std::string::npos);
+  // The CRC half is c10::hash_combine folded over the CRCs in write order.
+  std::uint64_t crc = 0;
+  for (std::uint64_t value : {1u, 2u}) crc ^= value + 0x9e3779b9 + (crc << 6) + (crc >> 2);
+  EXPECT_EQ(id.substr(20), std::string(20 - std::to_string(crc).size(), '0') + std::to_string(crc));
+  EXPECT_EQ(serializationId({}, {}), std::string(40, '0'));
+  EXPECT_NE(serializationId({"a", "b"}, {1, 3}), id);
+  EXPECT_NE(serializationId({"a", "c"}, {1, 2}).substr(0, 20), id.substr(0, 20));
+  EXPECT_THROW(serializationId({"a"}, {}), std::invalid_argument);
+}
+
+TEST_F(ArchiveTest, WritesAndReadsBackRecords) {
+  const Entries entries = torchLikeEntries();
+  writeArchive(path("m.pt2"), entries);
+  ArchiveReader reader(path("m.pt2"));
+  EXPECT_EQ(reader.root(), "arc");
+  ASSERT_EQ(reader.records().size(), entries.size());
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const Record& record = reader.records()[i];
+    EXPECT_EQ(record.name, entries[i].first);
+    EXPECT_EQ(reader.data(record), entries[i].second);
+    EXPECT_EQ(record.size, entries[i].second.size());
+    EXPECT_EQ(record.crc32, zip::crc32Of(entries[i].second));
+    EXPECT_EQ(record.data_offset % kDataAlignment, 0u) << record.name;
+  }
+  ASSERT_NE(reader.find("models/model.json"), nullptr);
+  EXPECT_EQ(reader.find("models/model.json")->name, "arc/models/model.json");
+  EXPECT_EQ(reader.find("arc/models/model.json"), nullptr);
+  EXPECT_EQ(reader.find("models"), nullptr);
+  EXPECT_EQ(reader.programNames(),
+            (std::vector<std::string>{"models/model.json", "models/other.json"}));
+}
+
+TEST_F(ArchiveTest, PadsLikeTorchForEveryNameLength) {
+  Entries entries = {{"r/.data/version", "6\n"}};
+  for (std::size_t length = 1; length <= 130; ++length) {
+    entries.emplace_back("r/" + std::string(length, 'n'), std::string(length % 7, 'd'));
+  }
+  writeArchive(path("m.pt2"), entries);
+  const std::string bytes = readBytes(path("m.pt2"));
+  ArchiveReader reader(path("m.pt2"));
+  std::uint64_t local_offset = 0;  // records are contiguous: each header follows the data
+  for (const Record& record : reader.records()) {
+    EXPECT_EQ(record.data_offset % kDataAlignment, 0u) << record.name;
+    const std::size_t extra = local_offset + zip::kLocalHeaderSize + record.name.size();
+    ASSERT_EQ(bytes.substr(extra, 2), "FB");
+    const std::uint16_t padding = load16(bytes, extra + 2);
+    EXPECT_LT(padding, kDataAlignment);
+    EXPECT_EQ(bytes.substr(extra + 4, padding), std::string(padding, 'Z'));
+    EXPECT_EQ(extra + 4 + padding, record.data_offset);
+    local_offset = record.data_offset + record.size;
+  }
+}
+
+TEST_F(ArchiveTest, UsesTheGivenCrcForCopiedRecords) {
+  ArchiveWriter writer(path("m.pt2"));
+  writer.add("r/.data/version", "6\n");
+  writer.add("r/a", "payload", 0x12345678u);
+  writer.finish();
+  ArchiveReader reader(path("m.pt2"));
+  EXPECT_EQ(reader.find("a")->crc32, 0x12345678u);
+}
+
+TEST_F(ArchiveTest, WritesZip64EndRecordsForManyRecords) {
+  constexpr std::size_t kCount = 0x10005;
+  ArchiveWriter writer(path("m.pt2"));
+  writer.add("r/.data/version", "6\n");
+  for (std::size_t i = 1; i < kCount; ++i) writer.add("r/" + std::to_string(i), "x");
+  writer.finish();
+  const std::string bytes = readBytes(path("m.pt2"));
+  const std::size_t eocd = bytes.size() - zip::kEndOfCentralDirSize;
+  EXPECT_EQ(zip::loadLE<std::uint32_t>(bytes.data() + eocd), zip::kEndOfCentralDirSignature);
+  EXPECT_EQ(load16(bytes, eocd + 10), zip::kMax16);
+  EXPECT_EQ(zip::loadLE<std::uint32_t>(bytes.data() + eocd - zip::kZip64LocatorSize),
+            zip::kZip64LocatorSignature);
+  ArchiveReader reader(path("m.pt2"));
+  ASSERT_EQ(reader.records().size(), kCount);
+  EXPECT_EQ(reader.records().back().name, "r/" + std::to_string(kCount - 1));
+  EXPECT_EQ(reader.data(reader.records().back()), "x");
+}
+
+TEST_F(ArchiveTest, SkipsEmptyDirectoryEntries) {
+  writeArchive(path("m.pt2"), {{"arc/", ""}, {"arc/.data/", ""}, {"arc/.data/version", "6\n"}});
+  ArchiveReader reader(path("m.pt2"));
+  ASSERT_EQ(reader.records().size(), 1u);
+  EXPECT_EQ(reader.records()[0].name, "arc/.data/version");
+}
+
+TEST_F(ArchiveTest, RewriteReplacesRecordsAndCopiesTheRestExactly) {
+  const Entries entries = torchLikeEntries();
+  writeArchive(path("in.pt2"), entries);
+  ArchiveReader input(path("in.pt2"));
+  rewriteArchive(input, {{"models/model.json", "{\"changed\": true}"}}, path("out.pt2"));
+
+  ArchiveReader output(path("out.pt2"));
+  ASSERT_EQ(output.records().size(), entries.size());
+  Entries expected = entries;
+  expected[2].second = "{\"changed\": true}";
+  expected.back().second = idFor(expected, "arc");
+  EXPECT_NE(expected.back().second, entries.back().second);
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const Record& record = output.records()[i];
+    EXPECT_EQ(record.name, expected[i].first);
+    EXPECT_EQ(output.data(record), expected[i].second) << record.name;
+    EXPECT_EQ(record.crc32, zip::crc32Of(expected[i].second)) << record.name;
+    EXPECT_EQ(record.data_offset % kDataAlignment, 0u);
+  }
+}
+
+TEST_F(ArchiveTest, RewriteWithoutReplacementsIsAFixedPoint) {
+  writeArchive(path("in.pt2"), torchLikeEntries());
+  {
+    ArchiveReader input(path("in.pt2"));
+    rewriteArchive(input, {}, path("out.pt2"));
+  }
+  EXPECT_EQ(readBytes(path("out.pt2")), readBytes(path("in.pt2")));
+}
+
+TEST_F(ArchiveTest, RewriteCopiesAnInconsistentIdAsIs) {
+  Entries entries = torchLikeEntries();
+  entries.back().second = "written by some other tool";
+  writeArchive(path("in.pt2"), entries);
+  ArchiveReader input(path("in.pt2"));
+  rewriteArchive(input, {{"byteorder", "big"}}, path("out.pt2"));
+  ArchiveReader output(path("out.pt2"));
+  EXPECT_EQ(output.data(*output.find(kSerializationIdPath)), "written by some other tool");
+  EXPECT_EQ(output.data(*output.find("byteorder")), "big");
+}
+
+TEST_F(ArchiveTest, RewriteWorksWithoutAnId) {
+  Entries entries = torchLikeEntries();
+  entries.pop_back();
+  writeArchive(path("in.pt2"), entries);
+  ArchiveReader input(path("in.pt2"));
+  rewriteArchive(input, {{"byteorder", "big"}}, path("out.pt2"));
+  ArchiveReader output(path("out.pt2"));
+  EXPECT_EQ(output.find(kSerializationIdPath), nullptr);
+  EXPECT_EQ(output.records().size(), entries.size());
+}
+
+TEST_F(ArchiveTest, RewriteInPlaceKeepsModeAndLeavesNoTemporaryFile) {
+  writeArchive(path("m.pt2"), torchLikeEntries());
+  ASSERT_EQ(::chmod(path("m.pt2").c_str(), 0640), 0);
+  ArchiveReader input(path("m.pt2"));
+  rewriteArchive(input, {{"models/model.json", "{}"}}, path("m.pt2"));
+  // The old map stays readable after the file is replaced.
+  EXPECT_EQ(input.data(*input.find("models/model.json")), "{\"graph_module\": {}}");
+  ArchiveReader output(path("m.pt2"));
+  EXPECT_EQ(output.data(*output.find("models/model.json")), "{}");
+  struct stat info {};
+  ASSERT_EQ(::stat(path("m.pt2").c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 07777, 0640u);
+  EXPECT_EQ(directoryListing(), std::vector<std::string>{"m.pt2"});
+}
+
+TEST_F(ArchiveTest, RewriteThroughASymlinkReplacesItsTarget) {
+  writeArchive(path("m.pt2"), torchLikeEntries());
+  fs::create_symlink("m.pt2", path("link.pt2"));
+  ArchiveReader input(path("link.pt2"));
+  rewriteArchive(input, {{"byteorder", "big"}}, path("link.pt2"));
+  EXPECT_TRUE(fs::is_symlink(path("link.pt2")));
+  ArchiveReader output(path("m.pt2"));
+  EXPECT_EQ(output.data(*output.find("byteorder")), "big");
+}
+
+TEST_F(ArchiveTest, FailedRewriteLeavesNothingBehind) {
+  writeArchive(path("m.pt2"), torchLikeEntries());
+  const std::string before = readBytes(path("m.pt2"));
+  ArchiveReader input(path("m.pt2"));
+  try {
+    rewriteArchive(input, {{"no/such/record", ""}}, path("m.pt2"));
+    ADD_FAILURE() << "replacing a missing record succeeded";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.kind(), ErrorKind::kBadArchive);
+    EXPECT_NE(std::string(error.what()).find("no/such/record"), std::string::npos);
+  }
+  try {
+    rewriteArchive(input, {}, path("missing-dir/out.pt2"));
+    ADD_FAILURE() << "writing into a missing directory succeeded";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.kind(), ErrorKind::kIo);
+  }
+  EXPECT_EQ(readBytes(path("m.pt2")), before);
+  EXPECT_EQ(directoryListing(), std::vector<std::string>{"m.pt2"});
+}
+
+TEST_F(ArchiveTest, ReportsIoErrors) {
+  for (const fs::path& file : {path("missing.pt2"), dir_}) {
+    try {
+      ArchiveReader reader(file);
+      ADD_FAILURE() << "opened " << file;
+    } catch (const Error& error) {
+      EXPECT_EQ(error.kind(), ErrorKind::kIo);
+      EXPECT_EQ(std::string(error.what()).rfind(file.string() + ": ", 0), 0u) << error.what();
+    }
+  }
+  EXPECT_THROW({ ArchiveWriter writer(path("missing-dir/m.pt2")); }, Error);
+}
+
+TEST_F(ArchiveTest, RefusesEmptyFilesAndNonZips) {
+  expectBad("", "empty file");
+  expectBad("PK", "not a zip archive");
+  expectBad(std::string(5000, 'x'), "not a zip archive");
+}
+
+TEST_F(ArchiveTest, RefusesEveryTruncation) {
+  const std::string bytes = torchLikeBytes();
+  for (std::size_t size = 1; size < bytes.size(); ++size) {
+    SCOPED_TRACE(size);
+    expectBad(bytes.substr(0, size), size >= 4 ? "truncated" : "not a zip");
+  }
+}
+
+TEST_F(ArchiveTest, SurvivesEveryCorruptedByte) {
+  const std::string bytes = torchLikeBytes();
+  for (std::size_t at = 0; at < bytes.size(); ++at) {
+    std::string corrupt = bytes;
+    corrupt[at] = static_cast<char>(corrupt[at] ^ 0xFF);
+    writeBytes(path("corrupt.pt2"), corrupt);
+    try {
+      ArchiveReader reader(path("corrupt.pt2"));
+      for (const Record& record : reader.records()) {
+        ASSERT_LE(record.data_offset + record.size, corrupt.size());
+      }
+    } catch (const Error& error) {
+      EXPECT_EQ(error.kind(), ErrorKind::kBadArchive) << at << ": " << error.what();
+    }
+  }
+}
+
+TEST_F(ArchiveTest, RefusesCompressedAndEncryptedRecords) {
+  const std::string bytes = torchLikeBytes();
+  std::string compressed = bytes;
+  const std::size_t central = centralHeaderOf(bytes, "arc/models/model.json");
+  store16(compressed, central + 10, 8);
+  expectBad(compressed, "record arc/models/model.json is compressed (method 8); "
+                        "only stored records are supported");
+  std::string encrypted = bytes;
+  store16(encrypted, central + 8, zip::kFlagEncrypted);
+  expectBad(encrypted, "record arc/models/model.json is encrypted");
+}
+
+TEST_F(ArchiveTest, RefusesInconsistentHeaders) {
+  const std::string bytes = torchLikeBytes();
+  const std::size_t central = centralHeaderOf(bytes, "arc/models/model.json");
+  const std::uint32_t local = zip::loadLE<std::uint32_t>(bytes.data() + central + 42);
+
+  std::string renamed = bytes;
+  renamed[local + zip::kLocalHeaderSize + 4] = 'X';
+  expectBad(renamed, "local header name does not match the central directory");
+
+  std::string method = bytes;
+  store16(method, local + 8, 8);
+  expectBad(method, "local header method 8 differs");
+
+  std::string too_long = bytes;
+  store32(too_long, central + 20, 0x7FFFFFF0);
+  store32(too_long, central + 24, 0x7FFFFFF0);
+  expectBad(too_long, "runs past the end");
+
+  std::string sizes_differ = bytes;
+  store32(sizes_differ, central + 20, 3);
+  expectBad(sizes_differ, "differs from its size");
+
+  std::string bad_local = bytes;
+  store32(bad_local, central + 42, local + 1);
+  expectBad(bad_local, "no local header at offset");
+
+  const std::size_t eocd = bytes.size() - zip::kEndOfCentralDirSize;
+  std::string directory_past_end = bytes;
+  store32(directory_past_end, eocd + 16, static_cast<std::uint32_t>(bytes.size()));
+  expectBad(directory_past_end, "central directory");
+
+  std::string too_many = bytes;
+  store16(too_many, eocd + 8, 0xFFF0);
+  store16(too_many, eocd + 10, 0xFFF0);
+  expectBad(too_many, "central directory declares 65520 records");
+}
+
+TEST_F(ArchiveTest, RefusesBadNamesAndLayouts) {
+  const auto check = [this](const Entries& entries, const std::string& expected) {
+    writeArchive(path("bad.pt2"), entries);
+    expectBadFile(path("bad.pt2"), expected);
+  };
+  const std::pair<std::string, std::string> version{"arc/.data/version", "6\n"};
+  check({version, {"arc/a", "1"}, {"arc/a", "2"}}, "record arc/a appears more than once");
+  check({version, {"arc/../evil", ""}}, "record arc/../evil has a '..' path component");
+  check({version, {"arc/x/../../evil", ""}}, "'..' path component");
+  check({version, {"/arc/evil", ""}}, "record /arc/evil has an absolute path");
+  check({version, {"arc//x", ""}}, "has an empty path component");
+  check({version, {"arc/a\nb", ""}, {"arc/a\nb", ""}}, "record arc/a\\x0ab appears");
+  check({{"arc/models/model.json", "{}"}}, "no .data/version record");
+  check({version, {"other/models/model.json", "{}"}},
+        "records are not all under one top-level folder (found arc/ and other/)");
+  check({version, {"archive_format", "pt2"}}, "record archive_format is not inside a top-level");
+  check({version, {"arc/dir/", "data"}}, "directory entry arc/dir/ has data");
+  check({{"arc/", ""}}, "the archive has no records");
+}
+
+// Real archives written by torch.export.save, when the test data has some.
+TEST_F(ArchiveTest, RewritesTorchArchivesFaithfully) {
+  std::vector<fs::path> archives;
+  const fs::path data_dir = EXMODE_TEST_DATA_DIR;
+  if (fs::is_directory(data_dir)) {
+    for (const auto& entry : fs::recursive_directory_iterator(data_dir)) {
+      if (entry.is_regular_file() && entry.path().extension() == ".pt2") {
+        archives.push_back(entry.path());
+      }
+    }
+  }
+  if (archives.empty()) GTEST_SKIP() << "no .pt2 files under " << data_dir;
+  for (const fs::path& archive : archives) {
+    SCOPED_TRACE(archive.string());
+    ArchiveReader input(archive);
+    ASSERT_NE(input.find(kDataVersionPath), nullptr);
+    EXPECT_FALSE(input.programNames().empty());
+    std::vector<std::string> names;
+    std::vector<std::uint32_t> crcs;
+    for (const Record& record : input.records()) {
+      EXPECT_EQ(record.data_offset % kDataAlignment, 0u) << record.name;
+      const std::string relative = record.name.substr(input.root().size() + 1);
+      if (relative == kSerializationIdPath) continue;
+      names.push_back(relative);
+      crcs.push_back(record.crc32);
+    }
+    const Record* id = input.find(kSerializationIdPath);
+    if (id) {
+      EXPECT_EQ(input.data(*id), serializationId(names, crcs));
+    }
+
+    rewriteArchive(input, {}, path("copy.pt2"));
+    ArchiveReader copy(path("copy.pt2"));
+    EXPECT_EQ(copy.root(), input.root());
+    ASSERT_EQ(copy.records().size(), input.records().size());
+    for (std::size_t i = 0; i < input.records().size(); ++i) {
+      const Record& original = input.records()[i];
+      const Record& copied = copy.records()[i];
+      EXPECT_EQ(copied.name, original.name);
+      EXPECT_EQ(copied.crc32, original.crc32);
+      EXPECT_EQ(copy.data(copied), input.data(original)) << original.name;
+      EXPECT_EQ(copied.data_offset % kDataAlignment, 0u);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace exmode::archive

@@ -1,0 +1,101 @@
+// Parsing, verifying and writing program JSON.
+#include <gtest/gtest.h>
+#include <simdjson.h>
+
+#include "exmode/error.h"
+#include "exmode/program.h"
+#include "test_programs.h"
+
+namespace exmode {
+namespace {
+
+using testing::bnDropoutTrainProgram;
+
+// Two JSON texts hold the same document.
+bool sameJson(const std::string& a, const std::string& b) {
+  simdjson::dom::parser pa, pb;
+  simdjson::dom::element ea, eb;
+  if (pa.parse(a).get(ea) || pb.parse(b).get(eb)) return false;
+  return simdjson::to_string(ea) == simdjson::to_string(eb);
+}
+
+TEST(Program, ParsesGraph) {
+  auto program = Program::parse(bnDropoutTrainProgram(), "t.json");
+  const Graph& graph = program->graph();
+  EXPECT_EQ(graph.nodes().size(), 3u);
+  EXPECT_EQ(graph.inputs().size(), 6u);
+  const Value& bn = graph.getValue("batch_norm");
+  EXPECT_EQ(bn.producer()->target(), "torch.ops.aten.batch_norm.default");
+  ASSERT_EQ(bn.users().size(), 1u);
+  EXPECT_EQ(bn.users()[0]->name(), "dropout");
+  EXPECT_EQ(bn.producer()->modulePath(), "bn");
+  EXPECT_EQ(graph.bufferInput("bn.num_batches_tracked"), graph.tryGetValue("b_bn_num_batches_tracked"));
+  EXPECT_EQ(program->schemaVersion().major, 8);
+}
+
+TEST(Program, WritesBackTheSameJson) {
+  const std::string input = bnDropoutTrainProgram();
+  auto program = Program::parse(input, "t.json");
+  const std::string output = program->toJson();
+  EXPECT_TRUE(sameJson(input, output));
+  EXPECT_EQ(input, output);  // torch's separators, so even the bytes agree
+}
+
+TEST(Program, PrintsGraph) {
+  auto program = Program::parse(bnDropoutTrainProgram(), "t.json");
+  const std::string text = printGraph(program->graph());
+  EXPECT_NE(text.find("%dropout = aten.dropout.default(input=%batch_norm, p=0.3, train=true)"),
+            std::string::npos)
+      << text;
+}
+
+void expectBadProgram(const std::string& json, const std::string& message_part) {
+  try {
+    Program::parse(json, "bad.json");
+    FAIL() << "accepted: " << message_part;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kBadProgram);
+    const std::string what = e.what();
+    EXPECT_NE(what.find("bad.json: "), std::string::npos) << what;
+    EXPECT_NE(what.find(message_part), std::string::npos) << what;
+    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+  }
+}
+
+void replaceOnce(std::string& s, const std::string& from, const std::string& to) {
+  const auto at = s.find(from);
+  ASSERT_NE(at, std::string::npos) << from;
+  s.replace(at, from.size(), to);
+}
+
+TEST(Program, RejectsBadPrograms) {
+  expectBadProgram("{\"graph_module\": ", "malformed JSON");
+  expectBadProgram("[1, 2]", "not a JSON object");
+  expectBadProgram(testing::makeProgram({}, {}, {}, "x", 99), "unsupported schema version 99.20");
+  std::string dangling = bnDropoutTrainProgram();
+  replaceOnce(dangling, "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"batch_norm\"}}",
+              "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"nowhere\"}}");
+  expectBadProgram(dangling, "'nowhere', which is not defined");
+  std::string unknown_kind = bnDropoutTrainProgram();
+  replaceOnce(unknown_kind, "{\"as_float\": 0.3}", "{\"as_quaternion\": 0.3}");
+  expectBadProgram(unknown_kind, "unknown argument kind 'as_quaternion'");
+  std::string bad_output = bnDropoutTrainProgram();
+  replaceOnce(bad_output, "\"outputs\": [{\"as_tensor\": {\"name\": \"dropout\"}}], \"nodes\"",
+              "\"outputs\": [{\"as_tensor\": {\"name\": \"missing\"}}], \"nodes\"");
+  expectBadProgram(bad_output, "'missing'");
+  std::string twice = bnDropoutTrainProgram();
+  replaceOnce(twice, "\"outputs\": [{\"as_tensor\": {\"name\": \"dropout\"}}], \"metadata\"",
+              "\"outputs\": [{\"as_tensor\": {\"name\": \"batch_norm\"}}], \"metadata\"");
+  expectBadProgram(twice, "defined twice");
+  std::string no_graph = bnDropoutTrainProgram();
+  replaceOnce(no_graph, "\"graph_module\"", "\"graph_modulo\"");
+  expectBadProgram(no_graph, "graph_module");
+}
+
+TEST(Program, RejectsDeepNestingWithoutCrashing) {
+  std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  expectBadProgram(deep, "malformed JSON");
+}
+
+}  // namespace
+}  // namespace exmode
