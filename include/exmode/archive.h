@@ -35,7 +35,10 @@ struct Record {
 // A read-only, memory-mapped PT2 archive. Construction validates the zip structure
 // (end of central directory, zip64 records, local headers, bounds of every record),
 // that every record is stored uncompressed, that all records share one root folder and
-// that `.data/version` is present. Throws exmode::Error(kBadArchive) naming the file.
+// that `.data/version` is present. Throws exmode::Error(kBadArchive) naming the file, or
+// kIo when the file cannot be opened or mapped. Empty directory entries (names ending in
+// '/', which torch never writes) are skipped. CRC-32s are not checked: that would read
+// every weight. The file must not be truncated by others while the reader lives.
 class ArchiveReader {
  public:
   explicit ArchiveReader(const std::filesystem::path& path);

@@ -222,8 +222,8 @@ void ArchiveWriter::add(std::string_view name, std::string_view data,
                         std::optional<std::uint32_t> crc32) {
   if (impl_->finished) throw std::logic_error("ArchiveWriter::add after finish");
   if (name.empty() || name.size() > zip::kMax16) {
-    throw Error(ErrorKind::kIo, impl_->path.string() + ": cannot write a record named '" +
-                                    std::string(name.substr(0, 64)) + "': bad name length");
+    throw Error(ErrorKind::kIo, impl_->path.string() + ": cannot write a record with a name of " +
+                                    std::to_string(name.size()) + " bytes (1 to 65535 allowed)");
   }
   WrittenRecord record{std::string(name), crc32 ? *crc32 : zip::crc32Of(data), data.size(),
                        impl_->cursor};

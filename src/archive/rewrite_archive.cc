@@ -154,8 +154,10 @@ void rewriteArchive(const ArchiveReader& reader, const std::vector<Replacement>&
   const fs::path target = resolveTarget(out_path);
   const fs::path directory = target.has_parent_path() ? target.parent_path() : fs::path(".");
 
-  std::string temp_name =
-      (directory / ("." + target.filename().string() + ".exmode-XXXXXX")).string();
+  std::string temp_leaf = ".";
+  temp_leaf += target.filename().string();
+  temp_leaf += ".exmode-XXXXXX";
+  std::string temp_name = (directory / temp_leaf).string();
   const int fd = ::mkostemp(temp_name.data(), O_CLOEXEC);
   if (fd < 0) ioError(directory, "cannot create a temporary file", errno);
   const fs::path temp = temp_name;

@@ -1,7 +1,7 @@
 // Builders for the unit tests' program JSON; see test_programs.h.
 #include "test_programs.h"
 
-#include <sstream>
+#include <charconv>
 
 namespace exmode::testing {
 
@@ -31,9 +31,9 @@ std::string tensorInput(const std::string& name, const std::string& value) {
   return "{\"name\": \"" + name + "\", \"arg\": {\"as_tensor\": {\"name\": \"" + value + "\"}}, \"kind\": 1}";
 }
 std::string floatInput(const std::string& name, double value) {
-  std::ostringstream s;
-  s << value;
-  std::string text = s.str();
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+  std::string text(buf, end);
   if (text.find_first_of(".e") == std::string::npos) text += ".0";
   return "{\"name\": \"" + name + "\", \"arg\": {\"as_float\": " + text + "}, \"kind\": 1}";
 }

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up (idempotently), builds, and runs every test: the C++ unit tests under CTest and
+# the Python oracle tests under pytest. Exits non-zero if either fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh || exit 1
+
+status=0
+ctest --test-dir build --output-on-failure -j "$(nproc)" || status=1
+EXMODE_BIN="$PWD/build/exmode" python3 -m pytest tests/python -q -n "$(nproc)" -p no:cacheprovider || status=1
+exit $status

@@ -1,0 +1,158 @@
+// The mode passes on small graphs: golden text in, text out, and cases that must not match.
+#include <gtest/gtest.h>
+
+#include "exmode/passes.h"
+#include "exmode/program.h"
+#include "test_programs.h"
+
+namespace exmode {
+namespace {
+
+using testing::boolInput;
+using testing::floatInput;
+using testing::intInput;
+using testing::makeProgram;
+using testing::noneInput;
+using testing::tensorInput;
+using testing::TestNode;
+
+std::string switched(const std::string& json, Mode mode, SwitchReport* report = nullptr) {
+  auto program = Program::parse(json, "t.json");
+  SwitchReport r = switchMode(*program, mode);
+  if (report != nullptr) *report = r;
+  return program->toJson();
+}
+
+std::string printed(const std::string& json) { return printGraph(Program::parse(json, "t.json")->graph()); }
+
+TEST(Passes, TrainToEvalMatchesTheEvalExport) {
+  SwitchReport report;
+  const std::string eval = switched(testing::bnDropoutTrainProgram(), Mode::kEval, &report);
+  EXPECT_EQ(printed(eval), printed(testing::bnDropoutEvalProgram()));
+  EXPECT_EQ(report.before, ProgramMode::kTrain);
+  EXPECT_EQ(report.after, ProgramMode::kEval);
+  ASSERT_EQ(report.changes.size(), 2u);
+  EXPECT_EQ(report.changes[0].op, "aten.dropout.default");
+  EXPECT_EQ(report.changes[0].module, "drop");
+  EXPECT_EQ(report.changes[1].before, "training=True, num_batches_tracked += 1");
+  // The erased increment's output leaves tensor_values too.
+  EXPECT_EQ(eval.find("\"add_\""), std::string::npos);
+}
+
+TEST(Passes, EvalToTrainMatchesTheTrainExport) {
+  const std::string train = switched(testing::bnDropoutEvalProgram(), Mode::kTrain);
+  EXPECT_EQ(printed(train), printed(testing::bnDropoutTrainProgram()));
+  EXPECT_NE(train.find("\"nn_module_stack\": \"L__self__,,M;L__self__bn,bn,torch.nn.Module\"}, "
+                       "\"is_hop_single_tensor_return\": null, \"name\": \"add_\""),
+            std::string::npos)
+      << train;
+}
+
+TEST(Passes, SwitchingToTheCurrentModeChangesNothing) {
+  for (const auto& [json, mode] : {std::pair{testing::bnDropoutTrainProgram(), Mode::kTrain},
+                                   std::pair{testing::bnDropoutEvalProgram(), Mode::kEval}}) {
+    SwitchReport report;
+    EXPECT_EQ(switched(json, mode, &report), json);
+    EXPECT_TRUE(report.changes.empty());
+  }
+}
+
+TEST(Passes, RoundTripsGiveBackTheProgram) {
+  const std::string train = testing::bnDropoutTrainProgram();
+  EXPECT_EQ(printed(switched(switched(train, Mode::kEval), Mode::kTrain)), printed(train));
+  const std::string eval = testing::bnDropoutEvalProgram();
+  EXPECT_EQ(switched(switched(eval, Mode::kTrain), Mode::kEval), eval);
+}
+
+std::string bnArgs(const std::string& input, bool training, bool tracked = true) {
+  return tensorInput("input", input) + ", " + tensorInput("weight", "p_bn_weight") + ", " +
+         tensorInput("bias", "p_bn_bias") + ", " +
+         (tracked ? tensorInput("running_mean", "b_bn_running_mean") + ", " +
+                        tensorInput("running_var", "b_bn_running_var")
+                  : noneInput("running_mean") + ", " + noneInput("running_var")) +
+         ", " + boolInput("training", training) + ", " + floatInput("momentum", 0.1) + ", " +
+         floatInput("eps", 1e-5) + ", " + boolInput("cudnn_enabled", false);
+}
+
+// One batch-norm module called twice: the counter is incremented twice, in a chain.
+std::string calledTwice(bool train) {
+  std::vector<TestNode> nodes;
+  if (train) nodes.push_back({"add_", "aten.add_.Tensor", tensorInput("self", "b_bn_num_batches_tracked") + ", " + intInput("other", 1), "bn"});
+  nodes.push_back({"batch_norm", "aten.batch_norm.default", bnArgs("x", train), "bn"});
+  if (train) nodes.push_back({"add__1", "aten.add_.Tensor", tensorInput("self", "add_") + ", " + intInput("other", 1), "bn"});
+  nodes.push_back({"batch_norm_1", "aten.batch_norm.default", bnArgs("batch_norm", train), "bn"});
+  return makeProgram({"p_bn_weight", "p_bn_bias"},
+                     {"b_bn_running_mean", "b_bn_running_var", "b_bn_num_batches_tracked"}, nodes,
+                     "batch_norm_1");
+}
+
+TEST(Passes, ModuleCalledTwiceCountsTwice) {
+  EXPECT_EQ(printed(switched(calledTwice(true), Mode::kEval)), printed(calledTwice(false)));
+  EXPECT_EQ(printed(switched(calledTwice(false), Mode::kTrain)), printed(calledTwice(true)));
+}
+
+TEST(Passes, BatchNormWithoutRunningStatsIsFixed) {
+  const std::string json = makeProgram(
+      {"p_bn_weight", "p_bn_bias"}, {},
+      {{"batch_norm", "aten.batch_norm.default", bnArgs("x", true, false), "bn"}}, "batch_norm");
+  auto program = Program::parse(json, "t.json");
+  const std::vector<Site> sites = collectSites(program->graph());
+  ASSERT_EQ(sites.size(), 1u);
+  EXPECT_EQ(sites[0].state, Site::State::kFixed);
+  EXPECT_EQ(detectMode(sites), ProgramMode::kNone);
+  EXPECT_EQ(switched(json, Mode::kEval), json);
+  EXPECT_EQ(switched(json, Mode::kTrain), json);
+}
+
+TEST(Passes, MixedProgramsAreDetectedAndFullySwitched) {
+  // Batch norm frozen (eval) while dropout trains, as in QAT.
+  const std::string json = makeProgram(
+      {"p_bn_weight", "p_bn_bias"}, {"b_bn_running_mean", "b_bn_running_var", "b_bn_num_batches_tracked"},
+      {{"batch_norm", "aten.batch_norm.default", bnArgs("x", false), "bn"},
+       {"dropout", "aten.dropout.default", tensorInput("input", "batch_norm") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", true), "drop"}},
+      "dropout");
+  EXPECT_EQ(detectMode(collectSites(Program::parse(json, "t.json")->graph())), ProgramMode::kMixed);
+  SwitchReport report;
+  switched(json, Mode::kTrain, &report);
+  EXPECT_EQ(report.before, ProgramMode::kMixed);
+  EXPECT_EQ(report.after, ProgramMode::kTrain);
+  ASSERT_EQ(report.changes.size(), 1u);
+  EXPECT_EQ(report.changes[0].after, "training=True, num_batches_tracked += 1");
+}
+
+TEST(Passes, LeavesLookalikesAlone) {
+  // add_(counter, 2) is not the increment; add_(other buffer, 1) is not either; a dropout
+  // whose train flag is not a literal is not a site.
+  const std::string json = makeProgram(
+      {"p_bn_weight", "p_bn_bias"},
+      {"b_bn_running_mean", "b_bn_running_var", "b_bn_num_batches_tracked", "b_other_count"},
+      {{"add_", "aten.add_.Tensor", tensorInput("self", "b_bn_num_batches_tracked") + ", " + intInput("other", 2), "bn"},
+       {"add__1", "aten.add_.Tensor", tensorInput("self", "b_other_count") + ", " + intInput("other", 1), "other"},
+       {"batch_norm", "aten.batch_norm.default", bnArgs("x", true), "bn"},
+       {"dropout", "aten.dropout.default", tensorInput("input", "batch_norm") + ", " + floatInput("p", 0.5) + ", " + tensorInput("train", "x"), "drop"}},
+      "dropout");
+  auto program = Program::parse(json, "t.json");
+  EXPECT_EQ(collectSites(program->graph()).size(), 1u);
+  SwitchReport report = switchMode(*program, Mode::kEval);
+  ASSERT_EQ(report.changes.size(), 1u);
+  EXPECT_EQ(report.changes[0].before, "training=True");  // no increment of its own to erase
+  const std::string text = printGraph(program->graph());
+  EXPECT_NE(text.find("%add_ = aten.add_.Tensor(self=%b_bn_num_batches_tracked, other=2)"), std::string::npos) << text;
+  EXPECT_NE(text.find("%add__1 = aten.add_.Tensor(self=%b_other_count, other=1)"), std::string::npos) << text;
+  EXPECT_NE(text.find("train=%x"), std::string::npos) << text;
+}
+
+TEST(Passes, DropoutKeepsPExactly) {
+  const std::string json = makeProgram(
+      {}, {},
+      {{"dropout_", "aten.dropout_.default", tensorInput("self", "x") + ", " + floatInput("p", 0.123456789012345) + ", " + boolInput("train", true), "d"},
+       {"feature_dropout", "aten.feature_dropout.default", tensorInput("input", "dropout_") + ", " + floatInput("p", 0.3) + ", " + boolInput("train", true), "d2"}},
+      "feature_dropout");
+  const std::string eval = switched(json, Mode::kEval);
+  EXPECT_NE(eval.find("{\"as_float\": 0.123456789012345}"), std::string::npos);
+  EXPECT_EQ(detectMode(collectSites(Program::parse(eval, "t.json")->graph())), ProgramMode::kEval);
+  EXPECT_EQ(switched(eval, Mode::kTrain), json);
+}
+
+}  // namespace
+}  // namespace exmode
