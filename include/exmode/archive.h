@@ -102,7 +102,10 @@ std::string serializationId(const std::vector<std::string>& relative_names,
 // `replacements` (relative names) and keeping every other record byte for byte. The
 // serialization id is recomputed if it was consistent in the input. The output is
 // written to a temporary file beside `out_path`, synced and renamed over it, so
-// `out_path` is either untouched or complete. Throws exmode::Error(kIo) on failure.
+// `out_path` is either untouched or complete; it gets the input file's permission bits,
+// and when it is a symbolic link the file it points to is replaced. Throws
+// exmode::Error(kIo) on failure, kBadArchive when a replacement names no record or
+// names one twice.
 struct Replacement {
   std::string relative_name;
   std::string data;

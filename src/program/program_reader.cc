@@ -149,9 +149,10 @@ class ProgramReader {
       graph.outputs_.push_back(readArgument(output, "graph output", nullptr, Role::kGraphOutput));
     }
     for (const std::string_view name : tensor_meta_order_) {
+      // An entry no input or node defines is kept as it is; it defines nothing usable,
+      // since every use was resolved above.
       Value* value = graph.tryGetValue(name);
-      if (value == nullptr) fail("tensor_values names '" + std::string(name) + "', which no input or node defines");
-      graph.tensor_value_order_.push_back(value);
+      graph.tensor_value_order_.push_back(value != nullptr ? value : define(name, nullptr));
     }
     for (auto f : g) {
       const bool modeled = f.key == "inputs" || f.key == "outputs" || f.key == "nodes" ||
