@@ -1,0 +1,123 @@
+// The matcher and the rewriter on small graphs.
+#include <gtest/gtest.h>
+
+#include "exmode/error.h"
+#include "exmode/pattern.h"
+#include "exmode/rewrite.h"
+#include "test_programs.h"
+
+namespace exmode::rewrite {
+namespace {
+
+using testing::boolInput;
+using testing::floatInput;
+using testing::intInput;
+using testing::makeProgram;
+using testing::tensorInput;
+
+std::unique_ptr<Program> chain() {
+  // x -> relu -> dropout(0.5, train) -> add_(counter, 1) unrelated
+  return Program::parse(
+      makeProgram({}, {"b_bn_num_batches_tracked"},
+                  {{"relu", "aten.relu.default", tensorInput("self", "x"), "act"},
+                   {"dropout", "aten.dropout.default",
+                    tensorInput("input", "relu") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", true), "drop"},
+                   {"add_", "aten.add_.Tensor", tensorInput("self", "b_bn_num_batches_tracked") + ", " + intInput("other", 1), "bn"}},
+                  "dropout"),
+      "t.json");
+}
+
+TEST(Pattern, MatchesTargetsConstraintsAndCaptures) {
+  auto program = chain();
+  const Pattern dropout = Pattern({"aten.dropout.default"}).arg("p", floatArg(), "p").arg("train", boolArg(true), "train");
+  auto matches = matchAll(program->graph(), dropout);
+  ASSERT_EQ(matches.size(), 1u);
+  EXPECT_EQ(matches[0].root->name(), "dropout");
+  EXPECT_EQ(*matches[0].arg("p").asDouble(), 0.5);
+  EXPECT_TRUE(matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("train", boolArg(false))).empty());
+  EXPECT_TRUE(matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("p", intArg())).empty());
+  EXPECT_TRUE(matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("missing", tensor())).empty());
+  EXPECT_EQ(matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("missing", none())).size(), 1u);
+}
+
+TEST(Pattern, MatchesProducerChains) {
+  auto program = chain();
+  const Pattern relu = Pattern({"aten.relu.default"}).arg("self", tensor(), "x").as("relu");
+  auto matches = matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("input", producedBy(relu)));
+  ASSERT_EQ(matches.size(), 1u);
+  EXPECT_EQ(matches[0].nodes.at("relu")->name(), "relu");
+  EXPECT_EQ(matches[0].arg("x").tensor()->name(), "x");
+  const Pattern sigmoid = Pattern({"aten.sigmoid.default"});
+  EXPECT_TRUE(matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("input", producedBy(sigmoid))).empty());
+}
+
+TEST(Pattern, MatchingDoesNotChangeTheGraph) {
+  auto program = chain();
+  const std::string before = program->toJson();
+  matchAll(program->graph(), Pattern({"aten.dropout.default", "aten.relu.default"}).arg("input", anyArg()));
+  EXPECT_EQ(program->toJson(), before);
+}
+
+TEST(Rewriter, SetsInputsAndKeepsUses) {
+  auto program = chain();
+  Graph& graph = program->graph();
+  Rewriter rewriter(*program);
+  Node& dropout = *graph.getValue("dropout").producer();
+  rewriter.setInput(dropout, "input", rewriter.tensorArg(graph.getValue("x")));
+  EXPECT_TRUE(graph.getValue("relu").users().empty());
+  EXPECT_EQ(graph.getValue("x").users().size(), 2u);
+  rewriter.eraseNode(*graph.getValue("relu").producer());
+  EXPECT_EQ(graph.tryGetValue("relu"), nullptr);
+  const std::string json = program->toJson();
+  EXPECT_EQ(json.find("\"relu\""), std::string::npos);
+  EXPECT_THROW(rewriter.setInput(dropout, "nonexistent", rewriter.boolArg(true)), Error);
+}
+
+TEST(Rewriter, RefusesToEraseUsedNodes) {
+  auto program = chain();
+  Rewriter rewriter(*program);
+  EXPECT_THROW(rewriter.eraseNode(*program->graph().getValue("relu").producer()), Error);
+}
+
+TEST(Rewriter, InsertsNodesAndRewiresLaterUses) {
+  auto program = chain();
+  Graph& graph = program->graph();
+  Rewriter rewriter(*program);
+  Node& dropout = *graph.getValue("dropout").producer();
+  NewNode neg{.target = "torch.ops.aten.neg.default",
+              .inputs = {{"self", rewriter.tensorArg(graph.getValue("relu")), "1"}},
+              .tensor_outputs = {{graph.freshName("relu"), graph.getValue("relu").tensorMeta()}}};
+  Node& inserted = rewriter.insertBefore(dropout, std::move(neg));
+  EXPECT_EQ(inserted.name(), "relu_1");
+  rewriter.replaceUses(graph.getValue("relu"), *inserted.output(), &dropout);
+  graph.renumber();
+  const std::string text = printGraph(graph);
+  EXPECT_NE(text.find("%relu_1 = aten.neg.default(self=%relu)\n%dropout = aten.dropout.default(input=%relu_1"),
+            std::string::npos)
+      << text;
+  auto reparsed = Program::parse(program->toJson(), "again.json");
+  EXPECT_EQ(printGraph(reparsed->graph()), text);
+}
+
+TEST(Rewriter, ChangesOutputsAndSignatureTogether) {
+  auto program = chain();
+  Graph& graph = program->graph();
+  Rewriter rewriter(*program);
+  rewriter.addBufferMutation(graph.getValue("add_"), "bn.num_batches_tracked");
+  ASSERT_EQ(graph.outputs().size(), 2u);
+  EXPECT_EQ(graph.outputSpecs()[0].kind, "buffer_mutation");
+  EXPECT_EQ(graph.outputSpecs()[0].target, "bn.num_batches_tracked");
+  EXPECT_EQ(graph.outputSpecs()[1].kind, "user_output");
+  auto reparsed = Program::parse(program->toJson(), "again.json");
+  EXPECT_EQ(reparsed->graph().outputSpecs()[0].value()->name(), "add_");
+  rewriter.removeOutput(0);
+  EXPECT_EQ(graph.outputs().size(), 1u);
+  program->verify();
+  // Replacing a value that is a graph output moves the output and its spec along.
+  rewriter.replaceUses(graph.getValue("dropout"), graph.getValue("relu"));
+  EXPECT_EQ(graph.outputs()[0].tensor()->name(), "relu");
+  EXPECT_EQ(graph.outputSpecs()[0].value()->name(), "relu");
+}
+
+}  // namespace
+}  // namespace exmode::rewrite
