@@ -40,15 +40,24 @@ struct Change {
   std::string after;
 };
 
+struct SwitchReport {
+  std::string program;  // program name
+  ProgramMode before = ProgramMode::kNone;
+  ProgramMode after = ProgramMode::kNone;
+  std::vector<Change> changes;
+  // What the switch could not do exactly, one sentence each.
+  std::vector<std::string> notes;
+};
+
 class ModePass {
  public:
   virtual ~ModePass() = default;
   virtual std::string_view name() const = 0;
   // Appends this family's sites in graph order. Pure.
   virtual void collectSites(const Graph& graph, std::vector<Site>& sites) const = 0;
-  // Moves every site of this family to `target`, appending what it changed.
-  virtual void apply(rewrite::Rewriter& rewriter, Mode target,
-                     std::vector<Change>& changes) const = 0;
+  // Moves every site of this family to `target`, appending what it changed (and what it
+  // could not change) to `report`.
+  virtual void apply(rewrite::Rewriter& rewriter, Mode target, SwitchReport& report) const = 0;
 };
 
 // The registered passes, in the order they run.
@@ -57,13 +66,6 @@ const std::vector<const ModePass*>& modePasses();
 // All sites of a program, sorted by graph order.
 std::vector<Site> collectSites(const Graph& graph);
 ProgramMode detectMode(const std::vector<Site>& sites);
-
-struct SwitchReport {
-  std::string program;  // program name
-  ProgramMode before = ProgramMode::kNone;
-  ProgramMode after = ProgramMode::kNone;
-  std::vector<Change> changes;
-};
 
 // Moves every site of `program` to `target`; verifies the result. Idempotent: a program
 // already in `target` is left unchanged and the report lists no change.

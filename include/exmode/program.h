@@ -103,6 +103,8 @@ class Node {
   std::string metadataField(std::string_view key) const;
   // The module path of the innermost nn_module_stack entry ("" for the root module).
   std::string modulePath() const;
+  // The class of that module, e.g. "torch.nn.modules.activation.MultiheadAttention".
+  std::string moduleType() const;
   // Position in the graph's node order; valid after Graph::renumber().
   std::size_t order() const { return order_; }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,11 +33,18 @@ class Rewriter {
   // Argument builders; their text lives as long as the program.
   Argument tensorArg(Value& value);
   Argument boolArg(bool value);
+  Argument noneArg();
   Argument intArg(std::int64_t value);
   Argument floatArg(double value);
 
   // Replaces the payload of a named input (which must exist) with `arg`.
   void setInput(Node& node, std::string_view input_name, Argument arg);
+  // Removes a named input (so it takes its schema default); no-op when absent.
+  void removeInput(Node& node, std::string_view input_name);
+  // Inserts a named input before the input named `before` (appends if absent).
+  void insertInput(Node& node, NamedArgument input, std::string_view before);
+  // Sets (or, with nullopt, removes) one string field of the node's metadata.
+  void setMetadataField(Node& node, std::string_view key, std::optional<std::string> value);
   // Makes every use of `from` located after `after` in graph order use `to` instead;
   // `after` == null means every use, graph outputs and output specs included.
   void replaceUses(Value& from, Value& to, const Node* after = nullptr);

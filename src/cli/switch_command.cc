@@ -32,6 +32,7 @@ int runSwitch(Mode target, const SwitchOptions& options) {
                   << (c.module.empty() ? "<root>" : c.module) << "  " << c.before << " -> "
                   << c.after << "\n";
       }
+      for (const std::string& note : report.notes) std::cout << "  note: " << note << "\n";
       if (report.changes.empty()) {
         std::cout << report.program << ": already in " << modeName(target)
                   << " mode; nothing changed\n";

@@ -125,7 +125,7 @@ class BatchNormPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter& rewriter, Mode target, std::vector<Change>& changes) const override {
+  void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
     Graph& graph = rewriter.graph();
     const bool train = target == Mode::kTrain;
     // Match first, against the unchanged graph; then rewrite.
@@ -158,7 +158,7 @@ class BatchNormPass final : public ModePass {
         insertIncrement(rewriter, *p.site, *p.counter);
         after += ", num_batches_tracked += 1";
       }
-      changes.push_back(makeChange(*p.site, std::move(before), std::move(after)));
+      report.changes.push_back(makeChange(*p.site, std::move(before), std::move(after)));
     }
     graph.renumber();
   }

@@ -38,12 +38,12 @@ class DropoutPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter& rewriter, Mode target, std::vector<Change>& changes) const override {
+  void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
     for (const Match& m : matchAll(rewriter.graph(), dropoutPattern())) {
       if (*m.arg("train").asBool() == train) continue;
       rewriter.setInput(*m.root, "train", rewriter.boolArg(train));
-      changes.push_back(makeChange(*m.root, std::string("train=") + pythonBool(!train),
+      report.changes.push_back(makeChange(*m.root, std::string("train=") + pythonBool(!train),
                                    std::string("train=") + pythonBool(train)));
     }
   }

@@ -7,12 +7,14 @@ namespace exmode {
 namespace passes {
 const ModePass& dropoutPass();
 const ModePass& batchNormPass();
+const ModePass& attentionDropoutPass();
 }  // namespace passes
 
 const std::vector<const ModePass*>& modePasses() {
   static const std::vector<const ModePass*> kPasses = {
       &passes::dropoutPass(),
       &passes::batchNormPass(),
+      &passes::attentionDropoutPass(),
   };
   return kPasses;
 }

@@ -52,7 +52,7 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name)
   report.program = std::move(program_name);
   report.before = detectMode(collectSites(program.graph()));
   rewrite::Rewriter rewriter(program);
-  for (const ModePass* pass : modePasses()) pass->apply(rewriter, target, report.changes);
+  for (const ModePass* pass : modePasses()) pass->apply(rewriter, target, report);
   program.graph().renumber();
   program.verify();
   report.after = detectMode(collectSites(program.graph()));

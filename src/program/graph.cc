@@ -59,17 +59,25 @@ std::string Node::metadataField(std::string_view key) const {
   return std::string(value);
 }
 
-std::string Node::modulePath() const {
-  // "key,path,type;key,path,type;..." outermost first; the path may itself hold commas.
-  const std::string stack = metadataField("nn_module_stack");
+namespace {
+
+// The innermost entry of nn_module_stack, "key,path,type;key,path,type;..." (outermost
+// first; the path may itself hold commas), split into path and type.
+std::pair<std::string, std::string> innermostModule(const std::string& stack) {
   if (stack.empty()) return {};
   const std::size_t start = stack.rfind(';') == std::string::npos ? 0 : stack.rfind(';') + 1;
   const std::string_view entry = std::string_view(stack).substr(start);
   const std::size_t first = entry.find(',');
   const std::size_t last = entry.rfind(',');
   if (first == std::string_view::npos || last == first) return {};
-  return std::string(entry.substr(first + 1, last - first - 1));
+  return {std::string(entry.substr(first + 1, last - first - 1)), std::string(entry.substr(last + 1))};
 }
+
+}  // namespace
+
+std::string Node::modulePath() const { return innermostModule(metadataField("nn_module_stack")).first; }
+
+std::string Node::moduleType() const { return innermostModule(metadataField("nn_module_stack")).second; }
 
 Value* Graph::tryGetValue(std::string_view name) const {
   auto it = values_.find(name);

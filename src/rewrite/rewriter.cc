@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include <simdjson.h>
+
 #include "exmode/error.h"
 #include "program/json_text.h"
 #include "program/ref_text.h"
@@ -34,6 +36,8 @@ Argument Rewriter::tensorArg(Value& value) {
 
 Argument Rewriter::boolArg(bool value) { return plain("as_bool", value ? "true" : "false"); }
 
+Argument Rewriter::noneArg() { return plain("as_none", "true"); }
+
 Argument Rewriter::intArg(std::int64_t value) {
   std::string text;
   json::appendInt(text, value);
@@ -63,6 +67,55 @@ void Rewriter::setInput(Node& node, std::string_view input_name, Argument arg) {
   }
   throw Error(ErrorKind::kUnsupported, "node '" + node.name() + "' has no input '" +
                                            std::string(input_name) + "' to set");
+}
+
+void Rewriter::removeInput(Node& node, std::string_view input_name) {
+  for (auto it = node.inputs_.begin(); it != node.inputs_.end(); ++it) {
+    if (it->name != input_name) continue;
+    for (const Ref& ref : it->arg.payload.refs) dropUse(*ref.value, node);
+    node.inputs_.erase(it);
+    return;
+  }
+}
+
+void Rewriter::insertInput(Node& node, NamedArgument input, std::string_view before) {
+  auto at = std::find_if(node.inputs_.begin(), node.inputs_.end(),
+                         [&](const NamedArgument& in) { return in.name == before; });
+  for (const Ref& ref : input.arg.payload.refs) addUse(*ref.value, node);
+  node.inputs_.insert(at, std::move(input));
+}
+
+void Rewriter::setMetadataField(Node& node, std::string_view key, std::optional<std::string> value) {
+  // Metadata is a flat dict[str, str]; rebuild its text with the one field changed.
+  std::string text = "{";
+  bool replaced = false;
+  auto member = [&](std::string_view name) {
+    if (text.size() > 1) text += ", ";
+    json::appendString(text, name);
+    text += ": ";
+  };
+  if (!node.metadata_.empty()) {
+    simdjson::dom::parser parser;
+    simdjson::dom::object fields;
+    if (parser.parse(simdjson::padded_string(node.metadata_)).get_object().get(fields) == simdjson::SUCCESS) {
+      for (auto field : fields) {
+        if (field.key == key) {
+          replaced = true;
+          if (!value) continue;
+          member(key);
+          json::appendString(text, *value);
+        } else {
+          member(field.key);
+          json::appendElement(text, field.value);
+        }
+      }
+    }
+  }
+  if (!replaced && value) {
+    member(key);
+    json::appendString(text, *value);
+  }
+  node.metadata_ = program_.keep(text + "}");
 }
 
 void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {

@@ -156,3 +156,58 @@ TEST(Passes, DropoutKeepsPExactly) {
 
 }  // namespace
 }  // namespace exmode
+
+namespace exmode {
+namespace {
+
+std::string attention(const std::string& tail, const std::string& type) {
+  return testing::makeProgram(
+      {}, {},
+      {{"sdpa", "aten.scaled_dot_product_attention.default",
+        testing::tensorInput("query", "x") + ", " + testing::tensorInput("key", "x") + ", " +
+            testing::tensorInput("value", "x") + tail,
+        "attn", type}},
+      "sdpa");
+}
+
+constexpr const char* kMha = "torch.nn.modules.activation.MultiheadAttention";
+
+TEST(Passes, AttentionDropoutRoundTripsThroughEval) {
+  const std::string train = attention(", " + testing::noneInput("attn_mask") + ", " + testing::floatInput("dropout_p", 0.25), kMha);
+  SwitchReport report;
+  const std::string eval = switched(train, Mode::kEval, &report);
+  // As torch's eval export: trailing defaults omitted.
+  EXPECT_EQ(printed(eval), printed(attention("", kMha)));
+  ASSERT_EQ(report.changes.size(), 1u);
+  EXPECT_EQ(report.changes[0].before, "dropout_p=0.25");
+  auto sites = collectSites(Program::parse(eval, "t.json")->graph());
+  ASSERT_EQ(sites.size(), 1u);
+  EXPECT_EQ(sites[0].state, Site::State::kEval);
+  EXPECT_EQ(*sites[0].p, 0.25);
+  EXPECT_EQ(switched(eval, Mode::kTrain), train);
+}
+
+TEST(Passes, AttentionDropoutKeepsLaterArguments) {
+  const std::string train = attention(", " + testing::noneInput("attn_mask") + ", " + testing::floatInput("dropout_p", 0.1) + ", " + testing::boolInput("is_causal", true), kMha);
+  const std::string eval = switched(train, Mode::kEval);
+  EXPECT_NE(printed(eval).find("dropout_p=0.0, is_causal=true"), std::string::npos) << printed(eval);
+  EXPECT_EQ(switched(eval, Mode::kTrain), train);
+}
+
+TEST(Passes, AttentionDropoutOutsideMultiheadAttentionIsNotASite) {
+  const std::string user = attention(", " + testing::noneInput("attn_mask") + ", " + testing::floatInput("dropout_p", 0.1), "__main__.MyAttention");
+  EXPECT_TRUE(collectSites(Program::parse(user, "t.json")->graph()).empty());
+  EXPECT_EQ(switched(user, Mode::kEval), user);
+}
+
+TEST(Passes, AttentionDropoutOfAnEvalExportCannotBeRestored) {
+  const std::string eval = attention("", kMha);
+  SwitchReport report;
+  EXPECT_EQ(switched(eval, Mode::kTrain, &report), eval);
+  EXPECT_TRUE(report.changes.empty());
+  ASSERT_EQ(report.notes.size(), 1u);
+  EXPECT_NE(report.notes[0].find("'attn'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace exmode

@@ -70,7 +70,7 @@ std::string makeProgram(const std::vector<std::string>& params, const std::vecto
     node_text += "{\"target\": \"torch.ops." + n.target + "\", \"inputs\": [" + n.inputs +
                  "], \"outputs\": [{\"as_tensor\": {\"name\": \"" + n.name +
                  "\"}}], \"metadata\": {\"stack_trace\": \"File m.py, line 1\", \"nn_module_stack\": "
-                 "\"L__self__,,M;L__self__" + n.module + "," + n.module + ",torch.nn.Module\"}, "
+                 "\"L__self__,,M;L__self__" + n.module + "," + n.module + "," + n.module_type + "\"}, "
                  "\"is_hop_single_tensor_return\": null, \"name\": \"" + n.name + "\"}";
     sep(tensor_values); tensor_values += "\"" + n.name + "\": " + meta(isInteger(n.name));
   }

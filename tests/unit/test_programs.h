@@ -11,6 +11,7 @@ struct TestNode {
   std::string target;  // short form, "aten.dropout.default"
   std::string inputs;  // JSON list of NamedArgument
   std::string module;  // module path for nn_module_stack
+  std::string module_type = "torch.nn.Module";
 };
 
 // A program with the given placeholders (parameters "p_*", buffers "b_*" mapped to

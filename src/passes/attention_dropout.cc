@@ -1,0 +1,131 @@
+// Attention dropout inside nn.MultiheadAttention (TransformerEncoderLayer and friends).
+//
+// Train: aten.scaled_dot_product_attention.default(q, k, v, attn_mask, dropout_p=p, ...)
+// Eval:  aten.scaled_dot_product_attention.default(q, k, v)         (dropout_p omitted: 0.0)
+//
+// MultiheadAttention passes `dropout_p = self.dropout if self.training else 0.0`, so the
+// export keeps p only in training mode. To eval: drop `dropout_p` (and a trailing
+// attn_mask=None, as torch omits trailing defaults; set 0.0 instead when later arguments
+// follow) and remember p in the node's metadata under kSavedP, which torch.export.load
+// ignores. To train: restore p from there. An eval export never had p in its graph: such a
+// node is reported as fixed and left alone, since p cannot be known.
+// Conditions: only nodes whose innermost module is a MultiheadAttention; an sdpa call in
+// user code may use dropout regardless of the mode.
+#include "exmode/passes.h"
+#include "exmode/pattern.h"
+#include "passes/change.h"
+#include "program/json_text.h"
+
+namespace exmode::passes {
+
+namespace {
+
+using namespace rewrite;
+
+constexpr std::string_view kSavedP = "exmode_attention_dropout_p";
+constexpr std::string_view kModuleType = "MultiheadAttention";
+
+const Pattern& attentionPattern() {
+  static const Pattern pattern =
+      Pattern({"aten.scaled_dot_product_attention.default"})
+          .arg("query", tensor());
+  return pattern;
+}
+
+bool inMultiheadAttention(const Node& node) {
+  const std::string type = node.moduleType();
+  return type.size() >= kModuleType.size() &&
+         type.compare(type.size() - kModuleType.size(), kModuleType.size(), kModuleType) == 0;
+}
+
+double graphP(const Node& node) {
+  const NamedArgument* in = node.input("dropout_p");
+  return in == nullptr ? 0.0 : in->arg.asDouble().value_or(0.0);
+}
+
+std::optional<double> savedP(const Node& node) {
+  const std::string text = node.metadataField(kSavedP);
+  if (text.empty()) return std::nullopt;
+  return std::stod(text);
+}
+
+std::string pText(double p) {
+  std::string text;
+  json::appendDouble(text, p);
+  return text;
+}
+
+class AttentionDropoutPass final : public ModePass {
+ public:
+  std::string_view name() const override { return "attention_dropout"; }
+
+  void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
+    for (const Match& m : matchAll(graph, attentionPattern())) {
+      if (!inMultiheadAttention(*m.root)) continue;
+      const double p = graphP(*m.root);
+      Site site{.node = m.root, .state = Site::State::kFixed, .p = p};
+      if (p > 0.0) {
+        site.state = Site::State::kTrain;
+      } else if (auto saved = savedP(*m.root)) {
+        site.state = Site::State::kEval;
+        site.p = *saved;
+      }
+      sites.push_back(site);
+    }
+  }
+
+  void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
+    std::vector<Site> sites;
+    collectSites(rewriter.graph(), sites);
+    for (const Site& site : sites) {
+      Node& node = const_cast<Node&>(*site.node);
+      if (target == Mode::kEval && site.state == Site::State::kTrain) {
+        toEval(rewriter, node, *site.p);
+        report.changes.push_back(makeChange(node, "dropout_p=" + pText(*site.p), "dropout_p=0.0"));
+      } else if (target == Mode::kTrain && site.state == Site::State::kEval) {
+        toTrain(rewriter, node, *site.p);
+        report.changes.push_back(makeChange(node, "dropout_p=0.0", "dropout_p=" + pText(*site.p)));
+      } else if (target == Mode::kTrain && site.state == Site::State::kFixed) {
+        report.notes.push_back("attention dropout of '" + node.modulePath() +
+                               "' stays 0.0: the program was exported in eval mode, which does "
+                               "not record the module's dropout p");
+      }
+    }
+  }
+
+ private:
+  static void toEval(Rewriter& rewriter, Node& node, double p) {
+    const auto& inputs = node.inputs();
+    if (!inputs.empty() && inputs.back().name == "dropout_p") {
+      rewriter.removeInput(node, "dropout_p");
+      const NamedArgument* mask = node.input("attn_mask");
+      if (mask != nullptr && mask->arg.isNone() && node.inputs().back().name == "attn_mask") {
+        rewriter.removeInput(node, "attn_mask");
+      }
+    } else {
+      rewriter.setInput(node, "dropout_p", rewriter.floatArg(0.0));
+    }
+    rewriter.setMetadataField(node, kSavedP, pText(p));
+  }
+
+  static void toTrain(Rewriter& rewriter, Node& node, double p) {
+    if (node.input("dropout_p") != nullptr) {
+      rewriter.setInput(node, "dropout_p", rewriter.floatArg(p));
+    } else {
+      if (node.input("attn_mask") == nullptr) {
+        rewriter.insertInput(node, {"attn_mask", rewriter.noneArg(), "1"}, "is_causal");
+      }
+      rewriter.insertInput(node, {"dropout_p", rewriter.floatArg(p), "1"}, "is_causal");
+    }
+    rewriter.setMetadataField(node, kSavedP, std::nullopt);
+  }
+};
+
+}  // namespace
+
+const ModePass& attentionDropoutPass() {
+  static const AttentionDropoutPass pass;
+  return pass;
+}
+
+}  // namespace exmode::passes
