@@ -8,6 +8,8 @@ namespace passes {
 const ModePass& dropoutPass();
 const ModePass& batchNormPass();
 const ModePass& attentionDropoutPass();
+const ModePass& instanceNormPass();
+const ModePass& rreluPass();
 }  // namespace passes
 
 const std::vector<const ModePass*>& modePasses() {
@@ -15,6 +17,8 @@ const std::vector<const ModePass*>& modePasses() {
       &passes::dropoutPass(),
       &passes::batchNormPass(),
       &passes::attentionDropoutPass(),
+      &passes::instanceNormPass(),
+      &passes::rreluPass(),
   };
   return kPasses;
 }

@@ -211,3 +211,49 @@ TEST(Passes, AttentionDropoutOfAnEvalExportCannotBeRestored) {
 
 }  // namespace
 }  // namespace exmode
+
+namespace exmode {
+namespace {
+
+std::string instanceNorm(bool use_input_stats, bool tracked) {
+  const std::string stats = tracked ? testing::tensorInput("running_mean", "b_in_running_mean") + ", " +
+                                          testing::tensorInput("running_var", "b_in_running_var")
+                                    : testing::noneInput("running_mean") + ", " + testing::noneInput("running_var");
+  return testing::makeProgram(
+      {}, tracked ? std::vector<std::string>{"b_in_running_mean", "b_in_running_var"} : std::vector<std::string>{},
+      {{"instance_norm", "aten.instance_norm.default",
+        testing::tensorInput("input", "x") + ", " + testing::noneInput("weight") + ", " + testing::noneInput("bias") +
+            ", " + stats + ", " + testing::boolInput("use_input_stats", use_input_stats) + ", " +
+            testing::floatInput("momentum", 0.2) + ", " + testing::floatInput("eps", 1e-4) + ", " +
+            testing::boolInput("cudnn_enabled", false),
+        "in"}},
+      "instance_norm");
+}
+
+TEST(Passes, InstanceNormWithRunningStatsFlipsUseInputStats) {
+  EXPECT_EQ(switched(instanceNorm(true, true), Mode::kEval), instanceNorm(false, true));
+  EXPECT_EQ(switched(instanceNorm(false, true), Mode::kTrain), instanceNorm(true, true));
+  // Without running statistics instance norm is the same in both modes.
+  EXPECT_EQ(switched(instanceNorm(true, false), Mode::kEval), instanceNorm(true, false));
+}
+
+std::string rrelu(const std::string& tail, const std::string& target = "aten.rrelu.default") {
+  return testing::makeProgram({}, {}, {{"rrelu", target, testing::tensorInput("self", "x") + tail, "act"}}, "rrelu");
+}
+
+TEST(Passes, RreluDropsAndRestoresTrailingDefaults) {
+  const std::string default_train = rrelu(", " + testing::floatInput("lower", 0.125) + ", " +
+                                          testing::floatInput("upper", 1.0 / 3.0) + ", " + testing::boolInput("training", true));
+  EXPECT_EQ(printed(switched(default_train, Mode::kEval)), printed(rrelu("")));
+  EXPECT_EQ(printed(switched(rrelu(""), Mode::kTrain)), printed(default_train));
+  const std::string custom_train = rrelu(", " + testing::floatInput("lower", 0.1) + ", " +
+                                         testing::floatInput("upper", 0.3) + ", " + testing::boolInput("training", true),
+                                         "aten.rrelu_.default");
+  const std::string custom_eval = rrelu(", " + testing::floatInput("lower", 0.1) + ", " + testing::floatInput("upper", 0.3),
+                                        "aten.rrelu_.default");
+  EXPECT_EQ(switched(custom_train, Mode::kEval), custom_eval);
+  EXPECT_EQ(switched(custom_eval, Mode::kTrain), custom_train);
+}
+
+}  // namespace
+}  // namespace exmode

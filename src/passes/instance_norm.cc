@@ -1,0 +1,67 @@
+// Instance norm with running statistics (InstanceNorm*d(track_running_stats=True)).
+//
+// Train: aten.instance_norm.default(x, w, b, rm, rv, use_input_stats=True, momentum, eps, cudnn)
+// Eval:  aten.instance_norm.default(x, w, b, rm, rv, use_input_stats=False, momentum, eps, cudnn)
+//
+// Eager passes `use_input_stats = self.training or not self.track_running_stats`, so only
+// nodes with running statistics (running_mean not None) depend on the mode; without them
+// instance statistics are used in both modes and the node is fixed. Instance norm never
+// increments num_batches_tracked. momentum and eps are never touched.
+#include "exmode/passes.h"
+#include "exmode/pattern.h"
+#include "passes/change.h"
+
+namespace exmode::passes {
+
+namespace {
+
+using namespace rewrite;
+
+const Pattern& instanceNormPattern() {
+  static const Pattern pattern = Pattern({"aten.instance_norm.default"})
+                                     .arg("running_mean", anyArg(), "running_mean")
+                                     .arg("use_input_stats", boolArg(), "use_input_stats")
+                                     .arg("momentum", anyArg(), "momentum")
+                                     .arg("eps", floatArg(), "eps");
+  return pattern;
+}
+
+bool tracksRunningStats(const Match& m) { return m.arg("running_mean").tensor() != nullptr; }
+
+class InstanceNormPass final : public ModePass {
+ public:
+  std::string_view name() const override { return "instance_norm"; }
+
+  void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
+    for (const Match& m : matchAll(graph, instanceNormPattern())) {
+      Site::State state = Site::State::kFixed;
+      if (tracksRunningStats(m)) {
+        state = *m.arg("use_input_stats").asBool() ? Site::State::kTrain : Site::State::kEval;
+      }
+      sites.push_back({.node = m.root,
+                       .state = state,
+                       .momentum = m.arg("momentum").asDouble(),
+                       .eps = m.arg("eps").asDouble()});
+    }
+  }
+
+  void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
+    const bool train = target == Mode::kTrain;
+    for (const Match& m : matchAll(rewriter.graph(), instanceNormPattern())) {
+      if (!tracksRunningStats(m) || *m.arg("use_input_stats").asBool() == train) continue;
+      rewriter.setInput(*m.root, "use_input_stats", rewriter.boolArg(train));
+      report.changes.push_back(makeChange(*m.root,
+                                          std::string("use_input_stats=") + pythonBool(!train),
+                                          std::string("use_input_stats=") + pythonBool(train)));
+    }
+  }
+};
+
+}  // namespace
+
+const ModePass& instanceNormPass() {
+  static const InstanceNormPass pass;
+  return pass;
+}
+
+}  // namespace exmode::passes

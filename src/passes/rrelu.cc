@@ -1,0 +1,94 @@
+// Randomized leaky ReLU (nn.RReLU, F.rrelu): random slopes in training, their mean in eval.
+//
+// Train: aten.rrelu.default(input, lower, upper, training=True)
+// Eval:  aten.rrelu.default(input, lower, upper)       training omitted (default False)
+//
+// torch omits trailing arguments equal to their schema defaults (lower=1/8, upper=1/3,
+// training=False), so an eval export of RReLU() is rrelu(input). To eval: drop `training`
+// and the trailing defaults after it; to train: put the defaults back and set training.
+// lower and upper keep their values. The in-place variant names its tensor `self`.
+#include <array>
+
+#include "exmode/passes.h"
+#include "exmode/pattern.h"
+#include "passes/change.h"
+
+namespace exmode::passes {
+
+namespace {
+
+using namespace rewrite;
+
+struct Default {
+  std::string_view name;
+  double value;
+};
+// rrelu(Tensor self, Scalar lower=0.125, Scalar upper=0.3333333333333333, bool training=False, ...)
+constexpr std::array<Default, 2> kScalarDefaults = {{{"lower", 0.125}, {"upper", 1.0 / 3.0}}};
+
+const Pattern& rreluPattern() {
+  static const Pattern pattern = Pattern({"aten.rrelu.default", "aten.rrelu_.default"});
+  return pattern;
+}
+
+bool training(const Node& node) {
+  const NamedArgument* in = node.input("training");
+  return in != nullptr && in->arg.asBool().value_or(false);
+}
+
+// True when the last input is a scalar at its schema default.
+bool lastIsDefault(const Node& node) {
+  if (node.inputs().empty()) return false;
+  const NamedArgument& last = node.inputs().back();
+  for (const Default& d : kScalarDefaults) {
+    if (last.name == d.name) return last.arg.asDouble() == d.value;
+  }
+  return false;
+}
+
+class RreluPass final : public ModePass {
+ public:
+  std::string_view name() const override { return "rrelu"; }
+
+  void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
+    for (const Match& m : matchAll(graph, rreluPattern())) {
+      sites.push_back({.node = m.root, .state = training(*m.root) ? Site::State::kTrain : Site::State::kEval});
+    }
+  }
+
+  void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
+    const bool train = target == Mode::kTrain;
+    for (const Match& m : matchAll(rewriter.graph(), rreluPattern())) {
+      Node& node = *m.root;
+      if (training(node) == train) continue;
+      if (train) {
+        for (const Default& d : kScalarDefaults) {
+          if (node.input(d.name) == nullptr) {
+            rewriter.insertInput(node, {std::string(d.name), rewriter.floatArg(d.value), "1"}, "training");
+          }
+        }
+        if (node.input("training") != nullptr) {
+          rewriter.setInput(node, "training", rewriter.boolArg(true));
+        } else {
+          rewriter.insertInput(node, {"training", rewriter.boolArg(true), "1"}, "generator");
+        }
+      } else if (node.inputs().back().name == "training") {
+        rewriter.removeInput(node, "training");
+        while (lastIsDefault(node)) rewriter.removeInput(node, node.inputs().back().name);
+      } else {
+        rewriter.setInput(node, "training", rewriter.boolArg(false));
+      }
+      report.changes.push_back(makeChange(node, std::string("training=") + pythonBool(!train),
+                                          std::string("training=") + pythonBool(train)));
+    }
+  }
+};
+
+}  // namespace
+
+const ModePass& rreluPass() {
+  static const RreluPass pass;
+  return pass;
+}
+
+}  // namespace exmode::passes
