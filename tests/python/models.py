@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_IN_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 _DROPOUT_OPS = {
     nn.Dropout: "aten.dropout.default",
     nn.Dropout1d: "aten.feature_dropout.default",
@@ -24,11 +25,11 @@ _DROPOUT_OPS = {
 
 
 def _randomize_batch_norms(module, seed):
-    """Gives every batch norm in `module` random affine params and running stats."""
+    """Gives every batch / instance norm in `module` random affine params and running stats."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in module.modules():
-            if not isinstance(m, _BN_TYPES):
+            if not isinstance(m, _BN_TYPES + _IN_TYPES):
                 continue
             if m.affine:
                 m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
@@ -146,6 +147,35 @@ class ResNetish(nn.Module):
         return self.fc(self.dropout(x))
 
 
+class WithConstants(nn.Module):
+    """Batch norm and dropout next to a non-persistent buffer and a lifted tensor constant,
+    which the archive stores apart from the weights (data/constants)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 6)
+        self.bn = nn.BatchNorm1d(6, momentum=0.3, eps=1e-3)
+        self.register_buffer("scale", torch.linspace(0.5, 1.5, 6), persistent=False)
+        self.offset = torch.linspace(-1.0, 1.0, 6)  # a plain tensor attribute: a lifted constant
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x):
+        return self.drop(self.bn(self.fc(x)) * self.scale + self.offset)
+
+
+class Attention(nn.Module):
+    """nn.MultiheadAttention with attention dropout: scaled_dot_product_attention gets
+    dropout_p=0.3 in train mode and 0.0 in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, dropout=0.3, batch_first=True)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, x):
+        return self.norm(x + self.mha(x, x, x, need_weights=False)[0])
+
+
 # ---------------------------------------------------------------- factories
 
 
@@ -255,6 +285,35 @@ def feature_alpha_dropout():
     return _finish(m, (2, 3, 4, 4), 18)
 
 
+def with_constants():
+    torch.manual_seed(19)
+    return _finish(WithConstants(), (4, 5), 19)
+
+
+def instance_norm_stats():
+    torch.manual_seed(20)
+    m = nn.Sequential(nn.Conv2d(3, 4, 1),
+                      nn.InstanceNorm2d(4, affine=True, track_running_stats=True, momentum=0.3, eps=1e-3))
+    return _finish(m, (2, 3, 4, 4), 20)
+
+
+def instance_norm_no_stats():
+    torch.manual_seed(21)
+    m = nn.Sequential(nn.Conv1d(3, 4, 1), nn.InstanceNorm1d(4, affine=True, momentum=0.3, eps=1e-3))
+    return _finish(m, (2, 3, 5), 21)
+
+
+def rrelu():
+    torch.manual_seed(22)
+    m = nn.Sequential(nn.Linear(6, 6), nn.RReLU(0.1, 0.3), nn.Linear(6, 2))
+    return _finish(m, (4, 6), 22)
+
+
+def attention():
+    torch.manual_seed(23)
+    return _finish(Attention(), (2, 5, 8), 23)
+
+
 MODELS = {
     f.__name__: f
     for f in [
@@ -276,18 +335,33 @@ MODELS = {
         dropout3d,
         alpha_dropout,
         feature_alpha_dropout,
+        with_constants,
+        instance_norm_stats,
+        instance_norm_no_stats,
+        rrelu,
     ]
 }
 
+# Models the numerical and round-trip tests cover but whose inspect output is not
+# specified here (attention dropout lives inside scaled_dot_product_attention).
+EXTRA_MODELS = {f.__name__: f for f in [attention]}
+ALL_MODELS = {**MODELS, **EXTRA_MODELS}
+
+# (model, export mode, target mode) combinations that cannot be exact: an eval-mode
+# export of nn.MultiheadAttention passes dropout_p=0.0 and does not record the module's
+# p, so a switch to train cannot restore attention dropout (exmode says so in a note).
+INEXACT = {("attention", "eval", "train")}
+
 # Models whose only mode-sensitive sites are batch norms without running stats: train and
 # eval behave identically, and the program has no switchable site.
-MODE_INSENSITIVE = {"bn_no_running_stats"}
+MODE_INSENSITIVE = {"bn_no_running_stats", "instance_norm_no_stats"}
 
 
 def expected_sites(module):
     """The sites exmode should report for `module`, derived from the eager module alone.
 
-    Returns a list of dicts with keys op, module, fixed, and p or momentum/eps. A module
+    Returns a list of dicts with keys op, module, fixed, and p or momentum/eps (none for
+    rrelu, whose lower/upper bounds do not change with the mode). A module
     called twice contributes one site per call; functional dropout is listed by hand.
     """
     sites = []
@@ -298,6 +372,12 @@ def expected_sites(module):
             site = {"op": "aten.batch_norm.default", "module": path, "fixed": not m.track_running_stats,
                     "momentum": m.momentum, "eps": m.eps}
             sites.extend(dict(site) for _ in range(n))
+        elif isinstance(m, _IN_TYPES):
+            site = {"op": "aten.instance_norm.default", "module": path, "fixed": not m.track_running_stats,
+                    "momentum": m.momentum, "eps": m.eps}
+            sites.extend(dict(site) for _ in range(n))
+        elif isinstance(m, nn.RReLU):
+            sites.append({"op": "aten.rrelu.default", "module": path, "fixed": False})
         elif type(m) in _DROPOUT_OPS:
             op = _DROPOUT_OPS[type(m)]
             if getattr(m, "inplace", False):

@@ -4,6 +4,7 @@ input file, no output file, no temporary files left behind, the input unchanged.
 
 import json
 import shutil
+import struct
 import zipfile
 
 import pytest
@@ -54,6 +55,79 @@ def _schema_major(program):
     program["schema_version"]["major"] = 99
 
 
+def _central_entry(data, path, record_suffix):
+    """Offset of the central-directory entry of the record ending in `record_suffix`."""
+    with zipfile.ZipFile(path) as z:
+        pos, names = z.start_dir, [i.filename for i in z.infolist()]
+    for name in names:
+        if name.endswith(record_suffix):
+            return pos
+        name_len, extra_len, comment_len = struct.unpack("<HHH", data[pos + 28:pos + 34])
+        pos += 46 + name_len + extra_len + comment_len
+    raise KeyError(record_suffix)
+
+
+def _patch_central(record_suffix, offset, fmt, *values):
+    """Overwrites a field of one central-directory entry (offset within the entry)."""
+    def make(good, dst):
+        data = bytearray(good.read_bytes())
+        pos = _central_entry(data, good, record_suffix) + offset
+        data[pos:pos + struct.calcsize(fmt)] = struct.pack(fmt, *values)
+        dst.write_bytes(bytes(data))
+        return dst
+
+    return make
+
+
+def _patch_local(record_suffix, offset, fmt, *values):
+    """Overwrites a field of one record's local header."""
+    def make(good, dst):
+        data = bytearray(good.read_bytes())
+        with zipfile.ZipFile(good) as z:
+            info = next(i for i in z.infolist() if i.filename.endswith(record_suffix))
+        pos = info.header_offset + offset
+        data[pos:pos + struct.calcsize(fmt)] = struct.pack(fmt, *values)
+        dst.write_bytes(bytes(data))
+        return dst
+
+    return make
+
+
+def _stray_record(good, dst):
+    repack(good, dst, writer="zipfile")
+    with zipfile.ZipFile(dst, "a") as z:
+        z.writestr("stray.txt", "outside the top-level folder")
+    return dst
+
+
+_DELETE = object()
+
+
+def _replace_key(path, value):
+    def edit(program):
+        node = program
+        for key in path[:-1]:
+            node = node[key]
+        if value is _DELETE:
+            del node[path[-1]]
+        else:
+            node[path[-1]] = value
+
+    return edit
+
+
+def _duplicate_definition(program):
+    nodes = program["graph_module"]["graph"]["nodes"]
+    nodes[1]["outputs"] = json.loads(json.dumps(nodes[0]["outputs"]))
+
+
+def _use_before_definition(program):
+    nodes = program["graph_module"]["graph"]["nodes"]
+    nodes[0], nodes[-1] = nodes[-1], nodes[0]
+
+
+HUGE = 0x7FFFFFF0
+
 CASES = {
     # name: (builder(good, dst) -> dst, expected exit status)
     "not_a_zip": (lambda g, d: (d.write_bytes(b"this is not a zip archive\n" * 40), d)[1], BAD_ARCHIVE),
@@ -77,6 +151,25 @@ CASES = {
     "unknown_schema_major": (lambda g, d: _edit_program(g, d, _schema_major), BAD_PROGRAM),
     "dangling_node_input": (lambda g, d: _edit_program(g, d, _dangling), BAD_PROGRAM),
     "dangling_graph_output": (lambda g, d: _edit_program(g, d, _dangling_output), BAD_PROGRAM),
+    # zip structure lies about a record
+    "record_outside_top_folder": (_stray_record, BAD_ARCHIVE),
+    "no_data_version": (lambda g, d: repack(g, d, drop={".data/version"}, writer="zipfile"), BAD_ARCHIVE),
+    "weight_size_past_end": (_patch_central("data/weights/weight_0", 20, "<II", HUGE, HUGE), BAD_ARCHIVE),
+    "program_size_past_end": (_patch_central("models/model.json", 20, "<II", HUGE, HUGE), BAD_ARCHIVE),
+    "program_offset_past_end": (_patch_central("models/model.json", 42, "<I", HUGE), BAD_ARCHIVE),
+    "program_offset_wrong_record": (_patch_central("models/model.json", 42, "<I", 0), BAD_ARCHIVE),
+    "central_name_length_past_end": (_patch_central("data/weights/weight_0", 28, "<H", 0xFFFF), BAD_ARCHIVE),
+    "local_header_says_deflated": (_patch_local("models/model.json", 8, "<H", 8), BAD_ARCHIVE),
+    # program JSON that parses but is not a program
+    "no_schema_version": (lambda g, d: _edit_program(g, d, _replace_key(["schema_version"], _DELETE)), BAD_PROGRAM),
+    "no_graph": (lambda g, d: _edit_program(g, d, _replace_key(["graph_module", "graph"], _DELETE)), BAD_PROGRAM),
+    "nodes_not_a_list": (lambda g, d: _edit_program(g, d, _replace_key(["graph_module", "graph", "nodes"], {"a": 1})),
+                         BAD_PROGRAM),
+    "value_defined_twice": (lambda g, d: _edit_program(g, d, _duplicate_definition), BAD_PROGRAM),
+    "value_used_before_definition": (lambda g, d: _edit_program(g, d, _use_before_definition), BAD_PROGRAM),
+    "json_nested_too_deep": (lambda g, d: _with_program(g, d, "[" * 100000 + "]" * 100000), BAD_PROGRAM),
+    "json_not_utf8": (lambda g, d: _with_program(g, d, _program_bytes(g).replace(b"aten.conv2d", b"aten.conv\xff2d")),
+                      BAD_PROGRAM),
 }
 
 COMMANDS = ["eval-o", "eval-in-place", "train-o", "inspect", "inspect-json"]
@@ -128,15 +221,19 @@ def test_bad_input(case, command, bad_archives, tmp_path):
 def test_bad_archives_really_are_bad(bad_archives):
     """Keeps the cases honest (needs no exmode): torch.export.load rejects every case
     except the deflated ones, which torch 2.13 reads fine (miniz inflates) but which
-    exmode's contract rejects; those are valid zips with a deflated record. The program
-    cases are zips with correct CRCs, so only the program is wrong."""
+    exmode's contract rejects (those are valid zips with a deflated record), and a few
+    layout faults torch does not check. The program cases are zips with correct CRCs, so
+    only the program is wrong."""
     import torch
 
+    torch_reads = {"record_outside_top_folder", "no_data_version", "local_header_says_deflated"}
     for case, (_, status) in CASES.items():
         path = bad_archives[case]
         if status == BAD_PROGRAM or case.endswith("deflated"):
             with zipfile.ZipFile(path) as z:
                 assert z.testzip() is None, case
+        if case in torch_reads:
+            continue
         if case.endswith("deflated"):
             with zipfile.ZipFile(path) as z:
                 assert any(i.compress_type == zipfile.ZIP_DEFLATED for i in z.infolist()), case
@@ -162,3 +259,33 @@ def test_unwritable_output_directory(tmp_path, export_cache):
     assert proc.returncode == 6, proc
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("record", ["data/weights/weight_0", "models/model.json"])
+def test_crc_mismatch_is_not_hidden(record, tmp_path, export_cache):
+    """A record whose bytes no longer match its CRC-32 (bit rot, a bad copy) must not come
+    out with a fresh, valid CRC: exmode either rejects the archive (exit 3) or leaves the
+    damage detectable in its output. (Beyond the written contract; torch does not check
+    CRCs, every zip tool does.)"""
+    good = export_cache(*SOURCE)
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(record))
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    if record.endswith(".json"):  # keep the JSON valid: change the case of one letter in a string
+        start += bytes(data[start:start + info.file_size]).index(b'"torch.ops.aten.conv2d') + 1
+        data[start] = ord("T")
+    else:
+        data[start] ^= 0x01
+    bad = tmp_path / "bitrot.pt2"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out.pt2"
+    proc = run_exmode("eval", bad, "-o", out)
+    if proc.returncode == BAD_ARCHIVE:
+        _assert_one_line_error(proc, BAD_ARCHIVE, bad.name)
+        assert not out.exists()
+        return
+    assert proc.returncode == 0, proc
+    with zipfile.ZipFile(out) as z:
+        assert z.testzip() is not None, "exmode gave a corrupted record a valid CRC"

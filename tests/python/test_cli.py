@@ -25,7 +25,7 @@ from conftest import (
 USAGE = 2
 INSPECT_MODELS = ["resnetish", "nested", "bn_twice", "functional_dropout", "dropout_inplace",
                   "bn_no_running_stats", "bn_no_running_stats_dropout", "dropout1d", "alpha_dropout",
-                  "feature_alpha_dropout", "bn1d_ncl"]
+                  "feature_alpha_dropout", "bn1d_ncl", "instance_norm_stats", "instance_norm_no_stats", "rrelu"]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["eval", "--help"], ["train", "--help"], ["inspect", "--help"]],
