@@ -55,6 +55,10 @@ class ArchiveReader {
   const Record* find(std::string_view relative_name) const;
   // The record's bytes; valid while the reader lives.
   std::string_view data(const Record& record) const;
+  // The record's bytes after checking them against the record's CRC-32; throws
+  // Error(kBadArchive) on a mismatch. For records exmode reads (programs), not for weights,
+  // which are copied with their CRC and so stay checkable downstream.
+  std::string_view checkedData(const Record& record) const;
   // Names (relative to the root) of the program records, `models/<name>.json`.
   std::vector<std::string> programNames() const;
 

@@ -63,12 +63,17 @@ class ModePass {
 // The registered passes, in the order they run.
 const std::vector<const ModePass*>& modePasses();
 
-// All sites of a program, sorted by graph order.
+// All sites of a program, sorted by graph order. Throws Error naming the node (and, for the
+// Program overload, the file) when a mode-sensitive node has no literal mode flag.
 std::vector<Site> collectSites(const Graph& graph);
+std::vector<Site> collectSites(const Program& program);
 ProgramMode detectMode(const std::vector<Site>& sites);
 
-// Moves every site of `program` to `target`; verifies the result. Idempotent: a program
-// already in `target` is left unchanged and the report lists no change.
+// Moves every site of `program` to `target`. Idempotent: a program already in `target` is
+// left unchanged and the report lists no change. The result is verified when it is written
+// (Program::toJson). Errors (a node exmode cannot switch) are raised before anything
+// changes: every pass's sites are collected first, and functional_ir, which refuses
+// programs, runs first.
 SwitchReport switchMode(Program& program, Mode target, std::string program_name = {});
 
 }  // namespace exmode

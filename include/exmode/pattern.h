@@ -68,7 +68,9 @@ struct Match {
   Node* root = nullptr;
   std::unordered_map<std::string, const NamedArgument*> args;
   std::unordered_map<std::string, Node*> nodes;
-  const Argument& arg(const std::string& capture) const;
+  const Argument& arg(const std::string& capture) const;  // the capture must exist
+  // The captured argument, or null when the node omits it.
+  const Argument* tryArg(const std::string& capture) const;
 };
 
 // Finds every match of `pattern` in graph order. Never mutates the graph.

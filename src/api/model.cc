@@ -14,7 +14,7 @@ std::unique_ptr<Model> Model::open(const std::filesystem::path& path) {
                                            record.size() - archive::kModelsDir.size() -
                                                archive::kModelsExtension.size());
     const archive::Record* r = reader.find(record);
-    auto program = Program::parse(reader.data(*r), path.string() + ": " + record);
+    auto program = Program::parse(reader.checkedData(*r), path.string() + ": " + record);
     model->entries_.push_back({name, record, std::move(program), false});
   }
   if (model->entries_.empty()) {
@@ -52,7 +52,7 @@ std::vector<SwitchReport> Model::switchAll(Mode target) {
 ProgramMode Model::mode() const {
   std::vector<Site> all;
   for (const Entry& e : entries_) {
-    std::vector<Site> sites = collectSites(e.program->graph());
+    std::vector<Site> sites = collectSites(*e.program);
     all.insert(all.end(), sites.begin(), sites.end());
   }
   return detectMode(all);

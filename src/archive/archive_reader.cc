@@ -387,6 +387,15 @@ std::string_view ArchiveReader::data(const Record& record) const {
   return std::string_view(map_ + record.data_offset, static_cast<std::size_t>(record.size));
 }
 
+std::string_view ArchiveReader::checkedData(const Record& record) const {
+  const std::string_view bytes = data(record);
+  if (zip::crc32Of(bytes) != record.crc32) {
+    throw Error(ErrorKind::kBadArchive, path_.string() + ": record " + printable(record.name) +
+                                            " is damaged (its CRC-32 does not match its data)");
+  }
+  return bytes;
+}
+
 std::vector<std::string> ArchiveReader::programNames() const {
   std::vector<std::string> names;
   for (const Record& record : records_) {

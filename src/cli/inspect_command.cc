@@ -67,7 +67,7 @@ int runInspect(const InspectOptions& options) {
   out += ", \"programs\": [";
   bool first_program = true;
   for (const std::string& name : model->programNames()) {
-    const std::vector<Site> sites = collectSites(model->program(name).graph());
+    const std::vector<Site> sites = collectSites(model->program(name));
     if (!options.json) {
       printText(name, sites);
       continue;

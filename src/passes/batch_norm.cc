@@ -32,12 +32,8 @@ constexpr std::string_view kRunningMean = "running_mean";
 constexpr std::string_view kCounter = "num_batches_tracked";
 
 const Pattern& batchNormPattern() {
-  static const Pattern pattern = Pattern({"aten.batch_norm.default"})
-                                     .arg("input", tensor())
-                                     .arg("running_mean", anyArg(), "running_mean")
-                                     .arg("training", boolArg(), "training")
-                                     .arg("momentum", anyArg(), "momentum")
-                                     .arg("eps", floatArg(), "eps");
+  static const Pattern pattern =
+      Pattern({"aten.batch_norm.default"}).arg("running_mean", anyArg(), "running_mean");
   return pattern;
 }
 
@@ -48,10 +44,15 @@ const Pattern& incrementPattern() {
   return pattern;
 }
 
+bool isTracked(const Match& site) {
+  const Argument* running_mean = site.tryArg("running_mean");
+  return running_mean != nullptr && running_mean->tensor() != nullptr;
+}
+
 // The counter placeholder of the module whose running_mean a site reads, or null.
 Value* counterOf(const Graph& graph, const Match& site) {
+  if (!isTracked(site)) return nullptr;
   const Value* running_mean = site.arg("running_mean").tensor();
-  if (running_mean == nullptr) return nullptr;
   const SignatureSpec* spec = graph.inputSpecOf(running_mean);
   if (spec == nullptr || spec->kind != "buffer") return nullptr;
   const std::string& name = spec->target;
@@ -94,7 +95,6 @@ Node* incrementOf(Value& counter, const Node& site, const Node* previous_site) {
   return found;
 }
 
-bool isTracked(const Match& site) { return site.arg("running_mean").tensor() != nullptr; }
 
 // Metadata for an inserted increment: the site's module stack and stack trace.
 std::string incrementMetadata(const Node& site) {
@@ -117,11 +117,11 @@ class BatchNormPass final : public ModePass {
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, batchNormPattern())) {
       Site::State state = Site::State::kFixed;
-      if (isTracked(m)) state = *m.arg("training").asBool() ? Site::State::kTrain : Site::State::kEval;
+      if (isTracked(m)) state = literalFlag(*m.root, "training") ? Site::State::kTrain : Site::State::kEval;
       sites.push_back({.node = m.root,
                        .state = state,
-                       .momentum = m.arg("momentum").asDouble(),
-                       .eps = m.arg("eps").asDouble()});
+                       .momentum = numberArg(*m.root, "momentum"),
+                       .eps = numberArg(*m.root, "eps")});
     }
   }
 
@@ -142,7 +142,7 @@ class BatchNormPass final : public ModePass {
       const Node*& previous = previous_site[counter];
       Node* increment = counter != nullptr ? incrementOf(*counter, *m.root, previous) : nullptr;
       previous = m.root;
-      if (*m.arg("training").asBool() == train) continue;
+      if (literalFlag(*m.root, "training") == train) continue;
       plan.push_back({m.root, counter, increment});
     }
     for (const Planned& p : plan) {

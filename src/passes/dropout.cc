@@ -4,7 +4,8 @@
 // The tensor is `input`, or `self` in the in-place variants.
 // Ops: dropout, feature_dropout (Dropout1d/2d/3d), alpha_dropout, feature_alpha_dropout,
 // each with its in-place variant; all share the schema (Tensor input, float p, bool train).
-// Conditions: `train` is a literal bool. `p` is never touched.
+// Conditions: `train` is a literal bool (anything else is refused, see literalFlag).
+// `p` is never touched.
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
 #include "passes/change.h"
@@ -20,9 +21,7 @@ const Pattern& dropoutPattern() {
       Pattern({"aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default",
                "aten.feature_dropout_.default", "aten.alpha_dropout.default",
                "aten.alpha_dropout_.default", "aten.feature_alpha_dropout.default",
-               "aten.feature_alpha_dropout_.default"})
-          .arg("p", floatArg(), "p")
-          .arg("train", boolArg(), "train");
+               "aten.feature_alpha_dropout_.default"});
   return pattern;
 }
 
@@ -33,15 +32,15 @@ class DropoutPass final : public ModePass {
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, dropoutPattern())) {
       sites.push_back({.node = m.root,
-                       .state = *m.arg("train").asBool() ? Site::State::kTrain : Site::State::kEval,
-                       .p = m.arg("p").asDouble()});
+                       .state = literalFlag(*m.root, "train") ? Site::State::kTrain : Site::State::kEval,
+                       .p = numberArg(*m.root, "p")});
     }
   }
 
   void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
     for (const Match& m : matchAll(rewriter.graph(), dropoutPattern())) {
-      if (*m.arg("train").asBool() == train) continue;
+      if (literalFlag(*m.root, "train") == train) continue;
       rewriter.setInput(*m.root, "train", rewriter.boolArg(train));
       report.changes.push_back(makeChange(*m.root, std::string("train=") + pythonBool(!train),
                                    std::string("train=") + pythonBool(train)));

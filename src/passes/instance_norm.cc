@@ -18,15 +18,15 @@ namespace {
 using namespace rewrite;
 
 const Pattern& instanceNormPattern() {
-  static const Pattern pattern = Pattern({"aten.instance_norm.default"})
-                                     .arg("running_mean", anyArg(), "running_mean")
-                                     .arg("use_input_stats", boolArg(), "use_input_stats")
-                                     .arg("momentum", anyArg(), "momentum")
-                                     .arg("eps", floatArg(), "eps");
+  static const Pattern pattern =
+      Pattern({"aten.instance_norm.default"}).arg("running_mean", anyArg(), "running_mean");
   return pattern;
 }
 
-bool tracksRunningStats(const Match& m) { return m.arg("running_mean").tensor() != nullptr; }
+bool tracksRunningStats(const Match& m) {
+  const Argument* running_mean = m.tryArg("running_mean");
+  return running_mean != nullptr && running_mean->tensor() != nullptr;
+}
 
 class InstanceNormPass final : public ModePass {
  public:
@@ -36,19 +36,19 @@ class InstanceNormPass final : public ModePass {
     for (const Match& m : matchAll(graph, instanceNormPattern())) {
       Site::State state = Site::State::kFixed;
       if (tracksRunningStats(m)) {
-        state = *m.arg("use_input_stats").asBool() ? Site::State::kTrain : Site::State::kEval;
+        state = literalFlag(*m.root, "use_input_stats") ? Site::State::kTrain : Site::State::kEval;
       }
       sites.push_back({.node = m.root,
                        .state = state,
-                       .momentum = m.arg("momentum").asDouble(),
-                       .eps = m.arg("eps").asDouble()});
+                       .momentum = numberArg(*m.root, "momentum"),
+                       .eps = numberArg(*m.root, "eps")});
     }
   }
 
   void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
     for (const Match& m : matchAll(rewriter.graph(), instanceNormPattern())) {
-      if (!tracksRunningStats(m) || *m.arg("use_input_stats").asBool() == train) continue;
+      if (!tracksRunningStats(m) || literalFlag(*m.root, "use_input_stats") == train) continue;
       rewriter.setInput(*m.root, "use_input_stats", rewriter.boolArg(train));
       report.changes.push_back(makeChange(*m.root,
                                           std::string("use_input_stats=") + pythonBool(!train),

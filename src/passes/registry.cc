@@ -10,10 +10,13 @@ const ModePass& batchNormPass();
 const ModePass& attentionDropoutPass();
 const ModePass& instanceNormPass();
 const ModePass& rreluPass();
+const ModePass& functionalIrPass();
 }  // namespace passes
 
 const std::vector<const ModePass*>& modePasses() {
+  // functional_ir first: it refuses programs it cannot switch before any pass changes them.
   static const std::vector<const ModePass*> kPasses = {
+      &passes::functionalIrPass(),
       &passes::dropoutPass(),
       &passes::batchNormPass(),
       &passes::attentionDropoutPass(),

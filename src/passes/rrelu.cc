@@ -31,10 +31,8 @@ const Pattern& rreluPattern() {
   return pattern;
 }
 
-bool training(const Node& node) {
-  const NamedArgument* in = node.input("training");
-  return in != nullptr && in->arg.asBool().value_or(false);
-}
+// `training` defaults to False when omitted.
+bool training(const Node& node) { return node.input("training") != nullptr && literalFlag(node, "training"); }
 
 // True when the last input is a scalar at its schema default.
 bool lastIsDefault(const Node& node) {

@@ -1,6 +1,7 @@
 // Running the mode passes over a program: site collection, mode detection, the switch.
 #include <algorithm>
 
+#include "exmode/error.h"
 #include "exmode/passes.h"
 
 namespace exmode {
@@ -47,16 +48,35 @@ ProgramMode detectMode(const std::vector<Site>& sites) {
   return ProgramMode::kNone;
 }
 
+namespace {
+
+// Passes report problems by node; the error a user sees names the file as well.
+template <class F>
+auto namingTheProgram(const Program& program, F f) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    throw Error(e.kind(), program.sourceName() + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+std::vector<Site> collectSites(const Program& program) {
+  return namingTheProgram(program, [&] { return collectSites(program.graph()); });
+}
+
 SwitchReport switchMode(Program& program, Mode target, std::string program_name) {
-  SwitchReport report;
-  report.program = std::move(program_name);
-  report.before = detectMode(collectSites(program.graph()));
-  rewrite::Rewriter rewriter(program);
-  for (const ModePass* pass : modePasses()) pass->apply(rewriter, target, report);
-  program.graph().renumber();
-  program.verify();
-  report.after = detectMode(collectSites(program.graph()));
-  return report;
+  return namingTheProgram(program, [&] {
+    SwitchReport report;
+    report.program = std::move(program_name);
+    report.before = detectMode(collectSites(program.graph()));
+    rewrite::Rewriter rewriter(program);
+    for (const ModePass* pass : modePasses()) pass->apply(rewriter, target, report);
+    program.graph().renumber();
+    report.after = detectMode(collectSites(program.graph()));
+    return report;
+  });
 }
 
 }  // namespace exmode

@@ -53,6 +53,11 @@ const Argument& Match::arg(const std::string& capture) const {
   return it->second->arg;
 }
 
+const Argument* Match::tryArg(const std::string& capture) const {
+  auto it = args.find(capture);
+  return it == args.end() ? nullptr : &it->second->arg;
+}
+
 class Matcher {
  public:
   static bool matches(const Node& node, const Pattern& pattern, Match& match) {

@@ -1,6 +1,7 @@
 // The mode passes on small graphs: golden text in, text out, and cases that must not match.
 #include <gtest/gtest.h>
 
+#include "exmode/error.h"
 #include "exmode/passes.h"
 #include "exmode/program.h"
 #include "test_programs.h"
@@ -121,16 +122,14 @@ TEST(Passes, MixedProgramsAreDetectedAndFullySwitched) {
 }
 
 TEST(Passes, LeavesLookalikesAlone) {
-  // add_(counter, 2) is not the increment; add_(other buffer, 1) is not either; a dropout
-  // whose train flag is not a literal is not a site.
+  // add_(counter, 2) is not the increment; add_(other buffer, 1) is not either.
   const std::string json = makeProgram(
       {"p_bn_weight", "p_bn_bias"},
       {"b_bn_running_mean", "b_bn_running_var", "b_bn_num_batches_tracked", "b_other_count"},
       {{"add_", "aten.add_.Tensor", tensorInput("self", "b_bn_num_batches_tracked") + ", " + intInput("other", 2), "bn"},
        {"add__1", "aten.add_.Tensor", tensorInput("self", "b_other_count") + ", " + intInput("other", 1), "other"},
-       {"batch_norm", "aten.batch_norm.default", bnArgs("x", true), "bn"},
-       {"dropout", "aten.dropout.default", tensorInput("input", "batch_norm") + ", " + floatInput("p", 0.5) + ", " + tensorInput("train", "x"), "drop"}},
-      "dropout");
+       {"batch_norm", "aten.batch_norm.default", bnArgs("x", true), "bn"}},
+      "batch_norm");
   auto program = Program::parse(json, "t.json");
   EXPECT_EQ(collectSites(program->graph()).size(), 1u);
   SwitchReport report = switchMode(*program, Mode::kEval);
@@ -139,7 +138,50 @@ TEST(Passes, LeavesLookalikesAlone) {
   const std::string text = printGraph(program->graph());
   EXPECT_NE(text.find("%add_ = aten.add_.Tensor(self=%b_bn_num_batches_tracked, other=2)"), std::string::npos) << text;
   EXPECT_NE(text.find("%add__1 = aten.add_.Tensor(self=%b_other_count, other=1)"), std::string::npos) << text;
-  EXPECT_NE(text.find("train=%x"), std::string::npos) << text;
+}
+
+void expectRefused(const std::string& json, ErrorKind kind, const std::string& message_part) {
+  auto program = Program::parse(json, "t.json");
+  const std::string before = program->toJson();
+  for (Mode mode : {Mode::kEval, Mode::kTrain}) {
+    try {
+      switchMode(*program, mode);
+      FAIL() << "switched: " << message_part;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), kind);
+      EXPECT_NE(std::string(e.what()).find("t.json: node "), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(message_part), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(program->toJson(), before);  // refused before anything changed
+  }
+  EXPECT_THROW(collectSites(*program), Error);
+}
+
+TEST(Passes, RefusesModeFlagsThatAreNotLiterals) {
+  // A dropout before the odd node proves nothing is switched when a later node is refused.
+  expectRefused(makeProgram({}, {},
+                            {{"first", "aten.dropout.default", tensorInput("input", "x") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", true), "d0"},
+                             {"dropout", "aten.dropout.default", tensorInput("input", "first") + ", " + floatInput("p", 0.5) + ", " + tensorInput("train", "x"), "drop"}},
+                            "dropout"),
+                ErrorKind::kUnsupported, "'train' is as_tensor, not a literal bool");
+  expectRefused(makeProgram({}, {}, {{"dropout", "aten.dropout.default", tensorInput("input", "x") + ", " + floatInput("p", 0.5), "drop"}}, "dropout"),
+                ErrorKind::kBadProgram, "has no 'train' argument");
+}
+
+TEST(Passes, RefusesTheFunctionalIrItCannotSwitch) {
+  const std::string json = makeProgram(
+      {}, {}, {{"native_dropout", "aten.native_dropout.default", tensorInput("input", "x") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", true), "drop"}},
+      "native_dropout");
+  auto program = Program::parse(json, "t.json");
+  EXPECT_EQ(detectMode(collectSites(*program)), ProgramMode::kTrain);
+  EXPECT_TRUE(switchMode(*program, Mode::kTrain).changes.empty());  // already there: fine
+  try {
+    switchMode(*program, Mode::kEval);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("t.json: node 'native_dropout' (aten.native_dropout.default)"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Passes, DropoutKeepsPExactly) {

@@ -1,0 +1,22 @@
+// Helpers shared by the mode passes; see change.h.
+#include "passes/change.h"
+
+#include "exmode/error.h"
+
+namespace exmode::passes {
+
+bool literalFlag(const Node& node, std::string_view name) {
+  const NamedArgument* in = node.input(name);
+  const std::string where = "node '" + node.name() + "' (" + std::string(rewrite::shortTarget(node.target())) + ")";
+  if (in == nullptr) {
+    throw Error(ErrorKind::kBadProgram, where + " has no '" + std::string(name) + "' argument");
+  }
+  auto value = in->arg.asBool();
+  if (!value) {
+    throw Error(ErrorKind::kUnsupported,
+                where + ": '" + std::string(name) + "' is " + in->arg.kind + ", not a literal bool");
+  }
+  return *value;
+}
+
+}  // namespace exmode::passes
