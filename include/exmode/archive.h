@@ -26,7 +26,7 @@ inline constexpr std::string_view kModelsExtension = ".json";
 inline constexpr std::size_t kDataAlignment = 64;
 
 struct Record {
-  std::string name;          // full name, including the root folder
+  std::string name;           // full name, including the root folder
   std::uint64_t data_offset;  // offset of the record's bytes in the file
   std::uint64_t size;         // stored size (== uncompressed size: records are stored)
   std::uint32_t crc32;        // as declared in the central directory

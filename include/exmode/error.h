@@ -9,11 +9,11 @@
 namespace exmode {
 
 enum class ErrorKind {
-  kUsage = 2,         // bad command line
-  kBadArchive = 3,    // not a zip, truncated, missing records, unsupported layout
-  kBadProgram = 4,    // program JSON malformed, unknown schema major, graph invariants broken
-  kUnsupported = 5,   // a valid program exmode cannot switch safely
-  kIo = 6,            // reading or writing failed at the OS level
+  kUsage = 2,        // bad command line
+  kBadArchive = 3,   // not a zip, truncated, missing records, unsupported layout
+  kBadProgram = 4,   // program JSON malformed, unknown schema major, graph invariants broken
+  kUnsupported = 5,  // a valid program exmode cannot switch safely
+  kIo = 6,           // reading or writing failed at the OS level
 };
 
 class Error : public std::runtime_error {

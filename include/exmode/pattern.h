@@ -25,16 +25,16 @@ class Pattern;
 struct ArgConstraint {
   enum class Kind { kAny, kTensor, kNone, kNotNone, kBool, kFloat, kInt, kProducedBy, kPredicate };
   Kind kind = Kind::kAny;
-  std::optional<bool> bool_value;       // kBool: required value, if any
-  std::optional<std::int64_t> int_value;  // kInt: required value, if any
-  std::shared_ptr<const Pattern> producer;  // kProducedBy
+  std::optional<bool> bool_value;                  // kBool: required value, if any
+  std::optional<std::int64_t> int_value;           // kInt: required value, if any
+  std::shared_ptr<const Pattern> producer;         // kProducedBy
   std::function<bool(const Argument&)> predicate;  // kPredicate
 };
 
 ArgConstraint anyArg();
 ArgConstraint tensor();
-ArgConstraint none();      // as_none, or omitted (schema default None)
-ArgConstraint notNone();   // present and not as_none
+ArgConstraint none();     // as_none, or omitted (schema default None)
+ArgConstraint notNone();  // present and not as_none
 ArgConstraint boolArg(std::optional<bool> value = std::nullopt);
 ArgConstraint floatArg();
 ArgConstraint intArg(std::optional<std::int64_t> value = std::nullopt);

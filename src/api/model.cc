@@ -10,9 +10,9 @@ std::unique_ptr<Model> Model::open(const std::filesystem::path& path) {
   model->reader_ = std::make_unique<archive::ArchiveReader>(path);
   const archive::ArchiveReader& reader = *model->reader_;
   for (const std::string& record : reader.programNames()) {
-    const std::string name = record.substr(archive::kModelsDir.size(),
-                                           record.size() - archive::kModelsDir.size() -
-                                               archive::kModelsExtension.size());
+    const std::string name =
+        record.substr(archive::kModelsDir.size(), record.size() - archive::kModelsDir.size() -
+                                                      archive::kModelsExtension.size());
     const archive::Record* r = reader.find(record);
     auto program = Program::parse(reader.checkedData(*r), path.string() + ": " + record);
     model->entries_.push_back({name, record, std::move(program), false});
@@ -34,7 +34,8 @@ const Model::Entry& Model::entry(std::string_view name) const {
   for (const Entry& e : entries_) {
     if (e.name == name) return e;
   }
-  throw Error(ErrorKind::kUsage, path().string() + ": no program named '" + std::string(name) + "'");
+  throw Error(ErrorKind::kUsage,
+              path().string() + ": no program named '" + std::string(name) + "'");
 }
 
 Program& Model::program(std::string_view name) { return *entry(name).program; }

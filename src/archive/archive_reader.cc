@@ -122,8 +122,8 @@ class Parser {
   }
 
   bool looksLikeZip() const {
-    return file_.size() >= 4 && zip::loadLE<std::uint32_t>(file_.data()) ==
-                                    zip::kLocalHeaderSignature;
+    return file_.size() >= 4 &&
+           zip::loadLE<std::uint32_t>(file_.data()) == zip::kLocalHeaderSignature;
   }
 
   // The end of central directory record ends the file, followed only by its comment.
@@ -199,8 +199,7 @@ class Parser {
   }
 
   void checkDirectoryBounds(const Directory& directory) const {
-    if (directory.offset > directory.limit ||
-        directory.size > directory.limit - directory.offset) {
+    if (directory.offset > directory.limit || directory.size > directory.limit - directory.offset) {
       bad("central directory (offset " + std::to_string(directory.offset) + ", size " +
           std::to_string(directory.size) + ") runs past the end of the file");
     }

@@ -118,13 +118,13 @@ struct ArchiveWriter::Impl {
 
   std::string localHeader(const WrittenRecord& record) const {
     const std::string zip64 = zip64Extra(record.size, record.local_offset);
-    const std::string padding = paddingExtra(record.local_offset + zip::kLocalHeaderSize +
-                                             record.name.size() + zip64.size() +
-                                             zip::kExtraHeaderSize);
+    const std::string padding =
+        paddingExtra(record.local_offset + zip::kLocalHeaderSize + record.name.size() +
+                     zip64.size() + zip::kExtraHeaderSize);
     std::string header;
     zip::appendLE<std::uint32_t>(header, zip::kLocalHeaderSignature);
-    zip::appendLE<std::uint16_t>(header, zip64.empty() ? zip::kVersionNeeded
-                                                       : zip::kVersionNeededZip64);
+    zip::appendLE<std::uint16_t>(header,
+                                 zip64.empty() ? zip::kVersionNeeded : zip::kVersionNeededZip64);
     zip::appendLE<std::uint16_t>(header, 0);  // flags
     zip::appendLE<std::uint16_t>(header, zip::kMethodStored);
     zip::appendLE<std::uint16_t>(header, zip::kDosTime);
@@ -177,10 +177,10 @@ struct ArchiveWriter::Impl {
       zip::appendLE<std::uint64_t>(end, zip::kZip64EndOfCentralDirRecordSize);
       zip::appendLE<std::uint16_t>(end, zip::kVersionNeededZip64);  // made by
       zip::appendLE<std::uint16_t>(end, zip::kVersionNeededZip64);  // needed
-      zip::appendLE<std::uint32_t>(end, 0);                          // this disk
-      zip::appendLE<std::uint32_t>(end, 0);                          // directory's disk
-      zip::appendLE<std::uint64_t>(end, entries);                    // on this disk
-      zip::appendLE<std::uint64_t>(end, entries);                    // in total
+      zip::appendLE<std::uint32_t>(end, 0);                         // this disk
+      zip::appendLE<std::uint32_t>(end, 0);                         // directory's disk
+      zip::appendLE<std::uint64_t>(end, entries);                   // on this disk
+      zip::appendLE<std::uint64_t>(end, entries);                   // in total
       zip::appendLE<std::uint64_t>(end, directory_size);
       zip::appendLE<std::uint64_t>(end, directory_offset);
       zip::appendLE<std::uint32_t>(end, zip::kZip64LocatorSignature);

@@ -6,19 +6,20 @@
 // (stored records, zip64, no encryption, one disk) is small.
 #pragma once
 
+#include <zlib.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <zlib.h>
 
 namespace exmode::archive::zip {
 
-inline constexpr std::uint32_t kLocalHeaderSignature = 0x04034b50;       // "PK\3\4"
-inline constexpr std::uint32_t kCentralHeaderSignature = 0x02014b50;     // "PK\1\2"
-inline constexpr std::uint32_t kEndOfCentralDirSignature = 0x06054b50;   // "PK\5\6"
+inline constexpr std::uint32_t kLocalHeaderSignature = 0x04034b50;           // "PK\3\4"
+inline constexpr std::uint32_t kCentralHeaderSignature = 0x02014b50;         // "PK\1\2"
+inline constexpr std::uint32_t kEndOfCentralDirSignature = 0x06054b50;       // "PK\5\6"
 inline constexpr std::uint32_t kZip64EndOfCentralDirSignature = 0x06064b50;  // "PK\6\6"
-inline constexpr std::uint32_t kZip64LocatorSignature = 0x07064b50;      // "PK\6\7"
+inline constexpr std::uint32_t kZip64LocatorSignature = 0x07064b50;          // "PK\6\7"
 
 // Fixed sizes of the records, without their variable-length tails.
 inline constexpr std::size_t kLocalHeaderSize = 30;
@@ -56,8 +57,8 @@ template <typename T>
 T loadLE(const char* p) {
   T value = 0;
   for (std::size_t i = 0; i < sizeof(T); ++i) {
-    value = static_cast<T>(value | static_cast<T>(static_cast<T>(static_cast<unsigned char>(p[i]))
-                                                  << (8 * i)));
+    value = static_cast<T>(
+        value | static_cast<T>(static_cast<T>(static_cast<unsigned char>(p[i])) << (8 * i)));
   }
   return value;
 }

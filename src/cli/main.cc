@@ -1,7 +1,6 @@
 // The exmode command-line tool: `exmode eval|train IN (-o OUT | --in-place)` and
 // `exmode inspect IN [--json]`. Exit statuses are ErrorKind values (see README).
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <iostream>
 
@@ -26,8 +25,10 @@ int main(int argc, char** argv) {
     return static_cast<int>(exmode::ErrorKind::kUsage);
   }
   try {
-    if (app.got_subcommand("eval")) return exmode::cli::runSwitch(exmode::Mode::kEval, eval_options);
-    if (app.got_subcommand("train")) return exmode::cli::runSwitch(exmode::Mode::kTrain, train_options);
+    if (app.got_subcommand("eval"))
+      return exmode::cli::runSwitch(exmode::Mode::kEval, eval_options);
+    if (app.got_subcommand("train"))
+      return exmode::cli::runSwitch(exmode::Mode::kTrain, train_options);
     return exmode::cli::runInspect(inspect_options);
   } catch (const exmode::Error& e) {
     std::cerr << "exmode: " << e.what() << "\n";

@@ -27,8 +27,7 @@ constexpr std::string_view kModuleType = "MultiheadAttention";
 
 const Pattern& attentionPattern() {
   static const Pattern pattern =
-      Pattern({"aten.scaled_dot_product_attention.default"})
-          .arg("query", tensor());
+      Pattern({"aten.scaled_dot_product_attention.default"}).arg("query", tensor());
   return pattern;
 }
 

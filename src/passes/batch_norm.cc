@@ -60,7 +60,8 @@ Value* counterOf(const Graph& graph, const Match& site) {
       name.compare(name.size() - kRunningMean.size(), kRunningMean.size(), kRunningMean) != 0) {
     return nullptr;
   }
-  return graph.bufferInput(name.substr(0, name.size() - kRunningMean.size()) + std::string(kCounter));
+  return graph.bufferInput(name.substr(0, name.size() - kRunningMean.size()) +
+                           std::string(kCounter));
 }
 
 // The increment that reads `value`, if any.
@@ -95,7 +96,6 @@ Node* incrementOf(Value& counter, const Node& site, const Node* previous_site) {
   return found;
 }
 
-
 // Metadata for an inserted increment: the site's module stack and stack trace.
 std::string incrementMetadata(const Node& site) {
   std::string text = "{";
@@ -117,7 +117,8 @@ class BatchNormPass final : public ModePass {
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, batchNormPattern())) {
       Site::State state = Site::State::kFixed;
-      if (isTracked(m)) state = literalFlag(*m.root, "training") ? Site::State::kTrain : Site::State::kEval;
+      if (isTracked(m))
+        state = literalFlag(*m.root, "training") ? Site::State::kTrain : Site::State::kEval;
       sites.push_back({.node = m.root,
                        .state = state,
                        .momentum = numberArg(*m.root, "momentum"),

@@ -17,11 +17,10 @@ namespace {
 using namespace rewrite;
 
 const Pattern& dropoutPattern() {
-  static const Pattern pattern =
-      Pattern({"aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default",
-               "aten.feature_dropout_.default", "aten.alpha_dropout.default",
-               "aten.alpha_dropout_.default", "aten.feature_alpha_dropout.default",
-               "aten.feature_alpha_dropout_.default"});
+  static const Pattern pattern = Pattern(
+      {"aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default",
+       "aten.feature_dropout_.default", "aten.alpha_dropout.default", "aten.alpha_dropout_.default",
+       "aten.feature_alpha_dropout.default", "aten.feature_alpha_dropout_.default"});
   return pattern;
 }
 
@@ -31,9 +30,10 @@ class DropoutPass final : public ModePass {
 
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, dropoutPattern())) {
-      sites.push_back({.node = m.root,
-                       .state = literalFlag(*m.root, "train") ? Site::State::kTrain : Site::State::kEval,
-                       .p = numberArg(*m.root, "p")});
+      sites.push_back(
+          {.node = m.root,
+           .state = literalFlag(*m.root, "train") ? Site::State::kTrain : Site::State::kEval,
+           .p = numberArg(*m.root, "p")});
     }
   }
 
@@ -43,7 +43,7 @@ class DropoutPass final : public ModePass {
       if (literalFlag(*m.root, "train") == train) continue;
       rewriter.setInput(*m.root, "train", rewriter.boolArg(train));
       report.changes.push_back(makeChange(*m.root, std::string("train=") + pythonBool(!train),
-                                   std::string("train=") + pythonBool(train)));
+                                          std::string("train=") + pythonBool(train)));
     }
   }
 };

@@ -6,7 +6,8 @@
 //
 // Train: aten.native_dropout.default(x, p, True); aten._native_batch_norm_legit_functional.default(
 //        x, w, b, rm, rv, True, momentum, eps) with outputs 3, 4 as buffer mutations
-// Eval:  dropout gone; aten._native_batch_norm_legit_no_training.default(x, w, b, rm, rv, momentum, eps)
+// Eval:  dropout gone; aten._native_batch_norm_legit_no_training.default(x, w, b, rm, rv, momentum,
+// eps)
 #include "exmode/error.h"
 #include "exmode/passes.h"
 #include "exmode/pattern.h"

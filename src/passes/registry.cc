@@ -16,12 +16,8 @@ const ModePass& functionalIrPass();
 const std::vector<const ModePass*>& modePasses() {
   // functional_ir first: it refuses programs it cannot switch before any pass changes them.
   static const std::vector<const ModePass*> kPasses = {
-      &passes::functionalIrPass(),
-      &passes::dropoutPass(),
-      &passes::batchNormPass(),
-      &passes::attentionDropoutPass(),
-      &passes::instanceNormPass(),
-      &passes::rreluPass(),
+      &passes::functionalIrPass(),     &passes::dropoutPass(),      &passes::batchNormPass(),
+      &passes::attentionDropoutPass(), &passes::instanceNormPass(), &passes::rreluPass(),
   };
   return kPasses;
 }

@@ -32,7 +32,9 @@ const Pattern& rreluPattern() {
 }
 
 // `training` defaults to False when omitted.
-bool training(const Node& node) { return node.input("training") != nullptr && literalFlag(node, "training"); }
+bool training(const Node& node) {
+  return node.input("training") != nullptr && literalFlag(node, "training");
+}
 
 // True when the last input is a scalar at its schema default.
 bool lastIsDefault(const Node& node) {
@@ -50,7 +52,8 @@ class RreluPass final : public ModePass {
 
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, rreluPattern())) {
-      sites.push_back({.node = m.root, .state = training(*m.root) ? Site::State::kTrain : Site::State::kEval});
+      sites.push_back(
+          {.node = m.root, .state = training(*m.root) ? Site::State::kTrain : Site::State::kEval});
     }
   }
 
@@ -62,7 +65,8 @@ class RreluPass final : public ModePass {
       if (train) {
         for (const Default& d : kScalarDefaults) {
           if (node.input(d.name) == nullptr) {
-            rewriter.insertInput(node, {std::string(d.name), rewriter.floatArg(d.value), "1"}, "training");
+            rewriter.insertInput(node, {std::string(d.name), rewriter.floatArg(d.value), "1"},
+                                 "training");
           }
         }
         if (node.input("training") != nullptr) {

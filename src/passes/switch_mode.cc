@@ -1,5 +1,6 @@
 // Running the mode passes over a program: site collection, mode detection, the switch.
 #include <algorithm>
+#include <unordered_map>
 
 #include "exmode/error.h"
 #include "exmode/passes.h"
@@ -10,19 +11,26 @@ std::string_view modeName(Mode mode) { return mode == Mode::kTrain ? "train" : "
 
 std::string_view programModeName(ProgramMode mode) {
   switch (mode) {
-    case ProgramMode::kTrain: return "train";
-    case ProgramMode::kEval: return "eval";
-    case ProgramMode::kMixed: return "mixed";
-    case ProgramMode::kNone: return "none";
+    case ProgramMode::kTrain:
+      return "train";
+    case ProgramMode::kEval:
+      return "eval";
+    case ProgramMode::kMixed:
+      return "mixed";
+    case ProgramMode::kNone:
+      return "none";
   }
   return "none";
 }
 
 std::string_view siteStateName(Site::State state) {
   switch (state) {
-    case Site::State::kTrain: return "train";
-    case Site::State::kEval: return "eval";
-    case Site::State::kFixed: return "fixed";
+    case Site::State::kTrain:
+      return "train";
+    case Site::State::kEval:
+      return "eval";
+    case Site::State::kFixed:
+      return "fixed";
   }
   return "fixed";
 }
@@ -60,6 +68,14 @@ auto namingTheProgram(const Program& program, F f) {
   }
 }
 
+// Passes run one after the other; the report reads in graph order.
+void sortByGraphOrder(const Graph& graph, std::vector<Change>& changes) {
+  std::unordered_map<std::string_view, std::size_t> order;
+  for (const auto& node : graph.nodes()) order.emplace(node->name(), node->order());
+  std::stable_sort(changes.begin(), changes.end(),
+                   [&](const Change& a, const Change& b) { return order[a.node] < order[b.node]; });
+}
+
 }  // namespace
 
 std::vector<Site> collectSites(const Program& program) {
@@ -74,6 +90,7 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name)
     rewrite::Rewriter rewriter(program);
     for (const ModePass* pass : modePasses()) pass->apply(rewriter, target, report);
     program.graph().renumber();
+    sortByGraphOrder(program.graph(), report.changes);
     report.after = detectMode(collectSites(program.graph()));
     return report;
   });

@@ -1,6 +1,7 @@
 // Read-only queries on the IR: arguments, nodes, values and the graph's indexes.
-#include <charconv>
 #include <simdjson.h>
+
+#include <charconv>
 
 #include "exmode/error.h"
 #include "exmode/program.h"
@@ -46,9 +47,7 @@ const NamedArgument* Node::input(std::string_view name) const {
   return nullptr;
 }
 
-Value* Node::output() const {
-  return outputs_.size() == 1 ? outputs_.front().tensor() : nullptr;
-}
+Value* Node::output() const { return outputs_.size() == 1 ? outputs_.front().tensor() : nullptr; }
 
 std::string Node::metadataField(std::string_view key) const {
   if (metadata_.empty()) return {};
@@ -70,14 +69,19 @@ std::pair<std::string, std::string> innermostModule(const std::string& stack) {
   const std::size_t first = entry.find(',');
   const std::size_t last = entry.rfind(',');
   if (first == std::string_view::npos || last == first) return {};
-  return {std::string(entry.substr(first + 1, last - first - 1)), std::string(entry.substr(last + 1))};
+  return {std::string(entry.substr(first + 1, last - first - 1)),
+          std::string(entry.substr(last + 1))};
 }
 
 }  // namespace
 
-std::string Node::modulePath() const { return innermostModule(metadataField("nn_module_stack")).first; }
+std::string Node::modulePath() const {
+  return innermostModule(metadataField("nn_module_stack")).first;
+}
 
-std::string Node::moduleType() const { return innermostModule(metadataField("nn_module_stack")).second; }
+std::string Node::moduleType() const {
+  return innermostModule(metadataField("nn_module_stack")).second;
+}
 
 Value* Graph::tryGetValue(std::string_view name) const {
   auto it = values_.find(name);

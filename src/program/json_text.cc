@@ -12,13 +12,27 @@ void appendString(std::string& out, std::string_view text) {
   for (char c : text) {
     const auto u = static_cast<unsigned char>(c);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (u < 0x20) {
           out += "\\u00";
@@ -78,17 +92,27 @@ void appendElement(std::string& out, simdjson::dom::element element) {
       out.push_back(']');
       break;
     }
-    case element_type::STRING: appendString(out, element.get_string().value_unsafe()); break;
-    case element_type::INT64: appendInt(out, element.get_int64().value_unsafe()); break;
+    case element_type::STRING:
+      appendString(out, element.get_string().value_unsafe());
+      break;
+    case element_type::INT64:
+      appendInt(out, element.get_int64().value_unsafe());
+      break;
     case element_type::UINT64: {
       char buf[24];
       auto [end, ec] = std::to_chars(buf, buf + sizeof buf, element.get_uint64().value_unsafe());
       out.append(buf, end);
       break;
     }
-    case element_type::DOUBLE: appendDouble(out, element.get_double().value_unsafe()); break;
-    case element_type::BOOL: out += element.get_bool().value_unsafe() ? "true" : "false"; break;
-    case element_type::NULL_VALUE: out += "null"; break;
+    case element_type::DOUBLE:
+      appendDouble(out, element.get_double().value_unsafe());
+      break;
+    case element_type::BOOL:
+      out += element.get_bool().value_unsafe() ? "true" : "false";
+      break;
+    case element_type::NULL_VALUE:
+      out += "null";
+      break;
   }
 }
 

@@ -3,11 +3,11 @@
 // parts the IR does not model, and by the writer.
 #pragma once
 
+#include <simdjson.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
-
-#include <simdjson.h>
 
 namespace exmode::json {
 

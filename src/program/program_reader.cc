@@ -19,10 +19,10 @@ namespace {
 
 // Argument kinds of schema 8.x whose payload holds no value reference.
 constexpr std::array kPlainKinds = {
-    "as_none",    "as_int",         "as_ints",        "as_float",         "as_floats",
-    "as_string",  "as_strings",     "as_scalar_type", "as_memory_format", "as_layout",
-    "as_device",  "as_bool",        "as_bools",       "as_graph",         "as_operator",
-    "as_complex", "as_int_lists",   "as_float_lists",
+    "as_none",    "as_int",       "as_ints",        "as_float",         "as_floats",
+    "as_string",  "as_strings",   "as_scalar_type", "as_memory_format", "as_layout",
+    "as_device",  "as_bool",      "as_bools",       "as_graph",         "as_operator",
+    "as_complex", "as_int_lists", "as_float_lists",
 };
 
 bool isPlainKind(std::string_view kind) {
@@ -125,8 +125,8 @@ class ProgramReader {
   void readModuleCallGraph(dom::element e) {
     for (dom::element entry : array(e, "module_call_graph")) {
       dom::object o = object(entry, "module_call_graph entry");
-      program_.module_fqns_.emplace_back(string(field(o, "fqn", "module_call_graph entry"),
-                                                "module_call_graph fqn"));
+      program_.module_fqns_.emplace_back(
+          string(field(o, "fqn", "module_call_graph entry"), "module_call_graph fqn"));
     }
   }
 
@@ -155,8 +155,8 @@ class ProgramReader {
       graph.tensor_value_order_.push_back(value != nullptr ? value : define(name, nullptr));
     }
     for (auto f : g) {
-      const bool modeled = f.key == "inputs" || f.key == "outputs" || f.key == "nodes" ||
-                           f.key == "tensor_values";
+      const bool modeled =
+          f.key == "inputs" || f.key == "outputs" || f.key == "nodes" || f.key == "tensor_values";
       graph.graph_members_.emplace_back(std::string(f.key), modeled ? RawJson{} : raw(f.value));
     }
   }
@@ -179,7 +179,8 @@ class ProgramReader {
     Node& n = *node;
     std::string_view name;
     if (o.at_key("name").get_string().get(name) == simdjson::SUCCESS) n.name_ = std::string(name);
-    const std::string where = "node '" + (n.name_.empty() ? std::to_string(graph.nodes_.size()) : n.name_) + "'";
+    const std::string where =
+        "node '" + (n.name_.empty() ? std::to_string(graph.nodes_.size()) : n.name_) + "'";
     n.target_ = std::string(string(field(o, "target", where), where + " target"));
     for (dom::element input : array(field(o, "inputs", where), where + " inputs")) {
       dom::object in = object(input, where + " input");
@@ -195,7 +196,8 @@ class ProgramReader {
       n.outputs_.push_back(readArgument(output, where + " output", &n, Role::kDefine));
     }
     dom::element metadata;
-    n.metadata_ = o.at_key("metadata").get(metadata) == simdjson::SUCCESS ? raw(metadata) : RawJson{};
+    n.metadata_ =
+        o.at_key("metadata").get(metadata) == simdjson::SUCCESS ? raw(metadata) : RawJson{};
     for (auto f : o) {
       const bool modeled = f.key == "target" || f.key == "inputs" || f.key == "outputs" ||
                            f.key == "metadata" || f.key == "name";
@@ -209,7 +211,8 @@ class ProgramReader {
   // Reads one Argument union: {"<kind>": <payload>}.
   Argument readArgument(dom::element e, const std::string& where, Node* node, Role role) {
     dom::object o = object(e, where);
-    if (o.size() != 1) fail(where + ": an argument must have exactly one kind, found " + std::to_string(o.size()));
+    if (o.size() != 1)
+      fail(where + ": an argument must have exactly one kind, found " + std::to_string(o.size()));
     auto f = *o.begin();
     Argument arg;
     arg.kind = std::string(f.key);
@@ -338,7 +341,8 @@ class ProgramReader {
                  bool symbolic) {
     Graph& graph = program_.graph_;
     if (role == Role::kDefine) {
-      if (graph.tryGetValue(name) != nullptr) fail(where + ": value '" + std::string(name) + "' is defined twice");
+      if (graph.tryGetValue(name) != nullptr)
+        fail(where + ": value '" + std::string(name) + "' is defined twice");
       return define(name, node);
     }
     Value* value = graph.tryGetValue(name);
@@ -365,10 +369,12 @@ class ProgramReader {
 
   void readSignature(dom::object sig) {
     Graph& graph = program_.graph_;
-    for (dom::element spec : array(field(sig, "input_specs", "signature"), "signature.input_specs")) {
+    for (dom::element spec :
+         array(field(sig, "input_specs", "signature"), "signature.input_specs")) {
       graph.input_specs_.push_back(readSpec(spec, "input spec"));
     }
-    for (dom::element spec : array(field(sig, "output_specs", "signature"), "signature.output_specs")) {
+    for (dom::element spec :
+         array(field(sig, "output_specs", "signature"), "signature.output_specs")) {
       graph.output_specs_.push_back(readSpec(spec, "output spec"));
     }
     for (auto f : sig) {
@@ -400,7 +406,8 @@ class ProgramReader {
         dom::element name;
         const bool is_union = spec.kind == "user_input" || spec.kind == "user_output";
         if (is_union) {
-          appendUnion(text, refs, readArgument(f.value, where + " arg", nullptr, Role::kGraphOutput));
+          appendUnion(text, refs,
+                      readArgument(f.value, where + " arg", nullptr, Role::kGraphOutput));
         } else if (arg_object.at_key("name").get(name) == simdjson::SUCCESS) {
           std::string payload;
           std::vector<Ref> arg_refs;

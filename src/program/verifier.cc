@@ -18,7 +18,8 @@ class Verifier {
     for (const Argument& input : graph_.inputs()) define(input, "graph input");
     for (const auto& node : graph_.nodes()) {
       const std::string where = "node '" + node->name() + "'";
-      for (const NamedArgument& in : node->inputs()) use(in.arg, where + " input '" + in.name + "'");
+      for (const NamedArgument& in : node->inputs())
+        use(in.arg, where + " input '" + in.name + "'");
       for (const Argument& out : node->outputs()) define(out, where);
     }
     for (const Argument& output : graph_.outputs()) use(output, "graph output");
@@ -77,8 +78,8 @@ class Verifier {
     const auto& outputs = graph_.outputs();
     const auto& output_specs = graph_.outputSpecs();
     if (output_specs.size() != outputs.size()) {
-      fail("the signature lists " + std::to_string(output_specs.size()) + " outputs, the graph has " +
-           std::to_string(outputs.size()));
+      fail("the signature lists " + std::to_string(output_specs.size()) +
+           " outputs, the graph has " + std::to_string(outputs.size()));
     }
     for (std::size_t i = 0; i < output_specs.size(); ++i) {
       checkSpecMatches(output_specs[i], outputs[i], "output", i);

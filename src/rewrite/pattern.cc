@@ -11,7 +11,8 @@ constexpr std::string_view kTargetPrefix = "torch.ops.";
 }
 
 std::string_view shortTarget(std::string_view target) {
-  if (target.substr(0, kTargetPrefix.size()) == kTargetPrefix) target.remove_prefix(kTargetPrefix.size());
+  if (target.substr(0, kTargetPrefix.size()) == kTargetPrefix)
+    target.remove_prefix(kTargetPrefix.size());
   return target;
 }
 
@@ -69,7 +70,8 @@ class Matcher {
       if (!satisfies(in, rule.constraint, match)) return false;
       if (!rule.capture.empty() && in != nullptr) match.args[rule.capture] = in;
     }
-    if (!pattern.node_capture_.empty()) match.nodes[pattern.node_capture_] = const_cast<Node*>(&node);
+    if (!pattern.node_capture_.empty())
+      match.nodes[pattern.node_capture_] = const_cast<Node*>(&node);
     return true;
   }
 
@@ -81,23 +83,29 @@ class Matcher {
     if (in == nullptr) return false;
     const Argument& arg = in->arg;
     switch (c.kind) {
-      case Kind::kTensor: return arg.tensor() != nullptr;
-      case Kind::kNotNone: return !arg.isNone();
+      case Kind::kTensor:
+        return arg.tensor() != nullptr;
+      case Kind::kNotNone:
+        return !arg.isNone();
       case Kind::kBool: {
         auto b = arg.asBool();
         return b.has_value() && (!c.bool_value || *b == *c.bool_value);
       }
-      case Kind::kFloat: return arg.asDouble().has_value();
+      case Kind::kFloat:
+        return arg.asDouble().has_value();
       case Kind::kInt: {
         auto i = arg.asInt();
         return i.has_value() && (!c.int_value || *i == *c.int_value);
       }
       case Kind::kProducedBy: {
         const Value* v = arg.tensor();
-        return v != nullptr && v->producer() != nullptr && matches(*v->producer(), *c.producer, match);
+        return v != nullptr && v->producer() != nullptr &&
+               matches(*v->producer(), *c.producer, match);
       }
-      case Kind::kPredicate: return c.predicate(arg);
-      default: return true;
+      case Kind::kPredicate:
+        return c.predicate(arg);
+      default:
+        return true;
     }
   }
 };

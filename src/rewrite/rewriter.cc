@@ -1,12 +1,11 @@
 // The rewriter: every graph change goes through here so that uses, the by-target index,
 // tensor_values and the signature stay consistent with the nodes.
-#include "exmode/rewrite.h"
+#include <simdjson.h>
 
 #include <algorithm>
 
-#include <simdjson.h>
-
 #include "exmode/error.h"
+#include "exmode/rewrite.h"
 #include "program/json_text.h"
 #include "program/ref_text.h"
 
@@ -65,8 +64,8 @@ void Rewriter::setInput(Node& node, std::string_view input_name, Argument arg) {
     in.arg = std::move(arg);
     return;
   }
-  throw Error(ErrorKind::kUnsupported, "node '" + node.name() + "' has no input '" +
-                                           std::string(input_name) + "' to set");
+  throw Error(ErrorKind::kUnsupported,
+              "node '" + node.name() + "' has no input '" + std::string(input_name) + "' to set");
 }
 
 void Rewriter::removeInput(Node& node, std::string_view input_name) {
@@ -85,7 +84,8 @@ void Rewriter::insertInput(Node& node, NamedArgument input, std::string_view bef
   node.inputs_.insert(at, std::move(input));
 }
 
-void Rewriter::setMetadataField(Node& node, std::string_view key, std::optional<std::string> value) {
+void Rewriter::setMetadataField(Node& node, std::string_view key,
+                                std::optional<std::string> value) {
   // Metadata is a flat dict[str, str]; rebuild its text with the one field changed.
   std::string text = "{";
   bool replaced = false;
@@ -97,7 +97,8 @@ void Rewriter::setMetadataField(Node& node, std::string_view key, std::optional<
   if (!node.metadata_.empty()) {
     simdjson::dom::parser parser;
     simdjson::dom::object fields;
-    if (parser.parse(simdjson::padded_string(node.metadata_)).get_object().get(fields) == simdjson::SUCCESS) {
+    if (parser.parse(simdjson::padded_string(node.metadata_)).get_object().get(fields) ==
+        simdjson::SUCCESS) {
       for (auto field : fields) {
         if (field.key == key) {
           replaced = true;
@@ -175,9 +176,12 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
   node.target_ = std::move(spec.target);
   node.inputs_ = std::move(spec.inputs);
   node.metadata_ = spec.metadata;
-  node.members_ = {{"target", {}},  {"inputs", {}},
-                   {"outputs", {}}, {"metadata", {}},
-                   {"is_hop_single_tensor_return", "null"}, {"name", {}}};
+  node.members_ = {{"target", {}},
+                   {"inputs", {}},
+                   {"outputs", {}},
+                   {"metadata", {}},
+                   {"is_hop_single_tensor_return", "null"},
+                   {"name", {}}};
   for (auto& [name, meta] : spec.tensor_outputs) {
     if (graph_.tryGetValue(name) != nullptr) {
       throw Error(ErrorKind::kUnsupported, "value name '" + name + "' is already taken");
@@ -190,7 +194,8 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
     graph_.tensor_value_order_.push_back(&value);
     node.outputs_.push_back(tensorArg(value));
   }
-  if (node.name_.empty() && !node.outputs_.empty()) node.name_ = node.outputs_.front().tensor()->name();
+  if (node.name_.empty() && !node.outputs_.empty())
+    node.name_ = node.outputs_.front().tensor()->name();
   for (const NamedArgument& in : node.inputs_) {
     for (const Ref& ref : in.arg.payload.refs) addUse(*ref.value, node);
   }

@@ -1,5 +1,7 @@
 // Tests of the archive layer: reading and writing PT2 zip archives, rewriting them, the
 // serialization id, and refusal of malformed or unsupported archives.
+#include "exmode/archive.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,7 +17,6 @@
 #include <vector>
 
 #include "archive/zip_format.h"
-#include "exmode/archive.h"
 #include "exmode/error.h"
 
 namespace exmode::archive {
@@ -398,8 +399,9 @@ TEST_F(ArchiveTest, RefusesCompressedAndEncryptedRecords) {
   std::string compressed = bytes;
   const std::size_t central = centralHeaderOf(bytes, "arc/models/model.json");
   store16(compressed, central + 10, 8);
-  expectBad(compressed, "record arc/models/model.json is compressed (method 8); "
-                        "only stored records are supported");
+  expectBad(compressed,
+            "record arc/models/model.json is compressed (method 8); "
+            "only stored records are supported");
   std::string encrypted = bytes;
   store16(encrypted, central + 8, zip::kFlagEncrypted);
   expectBad(encrypted, "record arc/models/model.json is encrypted");

@@ -1,8 +1,9 @@
 // The mode passes on small graphs: golden text in, text out, and cases that must not match.
+#include "exmode/passes.h"
+
 #include <gtest/gtest.h>
 
 #include "exmode/error.h"
-#include "exmode/passes.h"
 #include "exmode/program.h"
 #include "test_programs.h"
 
@@ -24,7 +25,9 @@ std::string switched(const std::string& json, Mode mode, SwitchReport* report = 
   return program->toJson();
 }
 
-std::string printed(const std::string& json) { return printGraph(Program::parse(json, "t.json")->graph()); }
+std::string printed(const std::string& json) {
+  return printGraph(Program::parse(json, "t.json")->graph());
+}
 
 TEST(Passes, TrainToEvalMatchesTheEvalExport) {
   SwitchReport report;
@@ -32,10 +35,11 @@ TEST(Passes, TrainToEvalMatchesTheEvalExport) {
   EXPECT_EQ(printed(eval), printed(testing::bnDropoutEvalProgram()));
   EXPECT_EQ(report.before, ProgramMode::kTrain);
   EXPECT_EQ(report.after, ProgramMode::kEval);
-  ASSERT_EQ(report.changes.size(), 2u);
-  EXPECT_EQ(report.changes[0].op, "aten.dropout.default");
-  EXPECT_EQ(report.changes[0].module, "drop");
-  EXPECT_EQ(report.changes[1].before, "training=True, num_batches_tracked += 1");
+  ASSERT_EQ(report.changes.size(), 2u);  // in graph order
+  EXPECT_EQ(report.changes[0].op, "aten.batch_norm.default");
+  EXPECT_EQ(report.changes[0].before, "training=True, num_batches_tracked += 1");
+  EXPECT_EQ(report.changes[1].op, "aten.dropout.default");
+  EXPECT_EQ(report.changes[1].module, "drop");
   // The erased increment's output leaves tensor_values too.
   EXPECT_EQ(eval.find("\"add_\""), std::string::npos);
 }
@@ -78,9 +82,14 @@ std::string bnArgs(const std::string& input, bool training, bool tracked = true)
 // One batch-norm module called twice: the counter is incremented twice, in a chain.
 std::string calledTwice(bool train) {
   std::vector<TestNode> nodes;
-  if (train) nodes.push_back({"add_", "aten.add_.Tensor", tensorInput("self", "b_bn_num_batches_tracked") + ", " + intInput("other", 1), "bn"});
+  if (train)
+    nodes.push_back({"add_", "aten.add_.Tensor",
+                     tensorInput("self", "b_bn_num_batches_tracked") + ", " + intInput("other", 1),
+                     "bn"});
   nodes.push_back({"batch_norm", "aten.batch_norm.default", bnArgs("x", train), "bn"});
-  if (train) nodes.push_back({"add__1", "aten.add_.Tensor", tensorInput("self", "add_") + ", " + intInput("other", 1), "bn"});
+  if (train)
+    nodes.push_back({"add__1", "aten.add_.Tensor",
+                     tensorInput("self", "add_") + ", " + intInput("other", 1), "bn"});
   nodes.push_back({"batch_norm_1", "aten.batch_norm.default", bnArgs("batch_norm", train), "bn"});
   return makeProgram({"p_bn_weight", "p_bn_bias"},
                      {"b_bn_running_mean", "b_bn_running_var", "b_bn_num_batches_tracked"}, nodes,
@@ -107,11 +116,15 @@ TEST(Passes, BatchNormWithoutRunningStatsIsFixed) {
 
 TEST(Passes, MixedProgramsAreDetectedAndFullySwitched) {
   // Batch norm frozen (eval) while dropout trains, as in QAT.
-  const std::string json = makeProgram(
-      {"p_bn_weight", "p_bn_bias"}, {"b_bn_running_mean", "b_bn_running_var", "b_bn_num_batches_tracked"},
-      {{"batch_norm", "aten.batch_norm.default", bnArgs("x", false), "bn"},
-       {"dropout", "aten.dropout.default", tensorInput("input", "batch_norm") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", true), "drop"}},
-      "dropout");
+  const std::string json =
+      makeProgram({"p_bn_weight", "p_bn_bias"},
+                  {"b_bn_running_mean", "b_bn_running_var", "b_bn_num_batches_tracked"},
+                  {{"batch_norm", "aten.batch_norm.default", bnArgs("x", false), "bn"},
+                   {"dropout", "aten.dropout.default",
+                    tensorInput("input", "batch_norm") + ", " + floatInput("p", 0.5) + ", " +
+                        boolInput("train", true),
+                    "drop"}},
+                  "dropout");
   EXPECT_EQ(detectMode(collectSites(Program::parse(json, "t.json")->graph())), ProgramMode::kMixed);
   SwitchReport report;
   switched(json, Mode::kTrain, &report);
@@ -126,8 +139,10 @@ TEST(Passes, LeavesLookalikesAlone) {
   const std::string json = makeProgram(
       {"p_bn_weight", "p_bn_bias"},
       {"b_bn_running_mean", "b_bn_running_var", "b_bn_num_batches_tracked", "b_other_count"},
-      {{"add_", "aten.add_.Tensor", tensorInput("self", "b_bn_num_batches_tracked") + ", " + intInput("other", 2), "bn"},
-       {"add__1", "aten.add_.Tensor", tensorInput("self", "b_other_count") + ", " + intInput("other", 1), "other"},
+      {{"add_", "aten.add_.Tensor",
+        tensorInput("self", "b_bn_num_batches_tracked") + ", " + intInput("other", 2), "bn"},
+       {"add__1", "aten.add_.Tensor",
+        tensorInput("self", "b_other_count") + ", " + intInput("other", 1), "other"},
        {"batch_norm", "aten.batch_norm.default", bnArgs("x", true), "bn"}},
       "batch_norm");
   auto program = Program::parse(json, "t.json");
@@ -136,8 +151,12 @@ TEST(Passes, LeavesLookalikesAlone) {
   ASSERT_EQ(report.changes.size(), 1u);
   EXPECT_EQ(report.changes[0].before, "training=True");  // no increment of its own to erase
   const std::string text = printGraph(program->graph());
-  EXPECT_NE(text.find("%add_ = aten.add_.Tensor(self=%b_bn_num_batches_tracked, other=2)"), std::string::npos) << text;
-  EXPECT_NE(text.find("%add__1 = aten.add_.Tensor(self=%b_other_count, other=1)"), std::string::npos) << text;
+  EXPECT_NE(text.find("%add_ = aten.add_.Tensor(self=%b_bn_num_batches_tracked, other=2)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("%add__1 = aten.add_.Tensor(self=%b_other_count, other=1)"),
+            std::string::npos)
+      << text;
 }
 
 void expectRefused(const std::string& json, ErrorKind kind, const std::string& message_part) {
@@ -160,17 +179,29 @@ void expectRefused(const std::string& json, ErrorKind kind, const std::string& m
 TEST(Passes, RefusesModeFlagsThatAreNotLiterals) {
   // A dropout before the odd node proves nothing is switched when a later node is refused.
   expectRefused(makeProgram({}, {},
-                            {{"first", "aten.dropout.default", tensorInput("input", "x") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", true), "d0"},
-                             {"dropout", "aten.dropout.default", tensorInput("input", "first") + ", " + floatInput("p", 0.5) + ", " + tensorInput("train", "x"), "drop"}},
+                            {{"first", "aten.dropout.default",
+                              tensorInput("input", "x") + ", " + floatInput("p", 0.5) + ", " +
+                                  boolInput("train", true),
+                              "d0"},
+                             {"dropout", "aten.dropout.default",
+                              tensorInput("input", "first") + ", " + floatInput("p", 0.5) + ", " +
+                                  tensorInput("train", "x"),
+                              "drop"}},
                             "dropout"),
                 ErrorKind::kUnsupported, "'train' is as_tensor, not a literal bool");
-  expectRefused(makeProgram({}, {}, {{"dropout", "aten.dropout.default", tensorInput("input", "x") + ", " + floatInput("p", 0.5), "drop"}}, "dropout"),
+  expectRefused(makeProgram({}, {},
+                            {{"dropout", "aten.dropout.default",
+                              tensorInput("input", "x") + ", " + floatInput("p", 0.5), "drop"}},
+                            "dropout"),
                 ErrorKind::kBadProgram, "has no 'train' argument");
 }
 
 TEST(Passes, RefusesTheFunctionalIrItCannotSwitch) {
   const std::string json = makeProgram(
-      {}, {}, {{"native_dropout", "aten.native_dropout.default", tensorInput("input", "x") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", true), "drop"}},
+      {}, {},
+      {{"native_dropout", "aten.native_dropout.default",
+        tensorInput("input", "x") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", true),
+        "drop"}},
       "native_dropout");
   auto program = Program::parse(json, "t.json");
   EXPECT_EQ(detectMode(collectSites(*program)), ProgramMode::kTrain);
@@ -180,16 +211,25 @@ TEST(Passes, RefusesTheFunctionalIrItCannotSwitch) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kUnsupported);
-    EXPECT_NE(std::string(e.what()).find("t.json: node 'native_dropout' (aten.native_dropout.default)"), std::string::npos) << e.what();
+    EXPECT_NE(
+        std::string(e.what()).find("t.json: node 'native_dropout' (aten.native_dropout.default)"),
+        std::string::npos)
+        << e.what();
   }
 }
 
 TEST(Passes, DropoutKeepsPExactly) {
-  const std::string json = makeProgram(
-      {}, {},
-      {{"dropout_", "aten.dropout_.default", tensorInput("self", "x") + ", " + floatInput("p", 0.123456789012345) + ", " + boolInput("train", true), "d"},
-       {"feature_dropout", "aten.feature_dropout.default", tensorInput("input", "dropout_") + ", " + floatInput("p", 0.3) + ", " + boolInput("train", true), "d2"}},
-      "feature_dropout");
+  const std::string json =
+      makeProgram({}, {},
+                  {{"dropout_", "aten.dropout_.default",
+                    tensorInput("self", "x") + ", " + floatInput("p", 0.123456789012345) + ", " +
+                        boolInput("train", true),
+                    "d"},
+                   {"feature_dropout", "aten.feature_dropout.default",
+                    tensorInput("input", "dropout_") + ", " + floatInput("p", 0.3) + ", " +
+                        boolInput("train", true),
+                    "d2"}},
+                  "feature_dropout");
   const std::string eval = switched(json, Mode::kEval);
   EXPECT_NE(eval.find("{\"as_float\": 0.123456789012345}"), std::string::npos);
   EXPECT_EQ(detectMode(collectSites(Program::parse(eval, "t.json")->graph())), ProgramMode::kEval);
@@ -215,7 +255,8 @@ std::string attention(const std::string& tail, const std::string& type) {
 constexpr const char* kMha = "torch.nn.modules.activation.MultiheadAttention";
 
 TEST(Passes, AttentionDropoutRoundTripsThroughEval) {
-  const std::string train = attention(", " + testing::noneInput("attn_mask") + ", " + testing::floatInput("dropout_p", 0.25), kMha);
+  const std::string train = attention(
+      ", " + testing::noneInput("attn_mask") + ", " + testing::floatInput("dropout_p", 0.25), kMha);
   SwitchReport report;
   const std::string eval = switched(train, Mode::kEval, &report);
   // As torch's eval export: trailing defaults omitted.
@@ -230,14 +271,20 @@ TEST(Passes, AttentionDropoutRoundTripsThroughEval) {
 }
 
 TEST(Passes, AttentionDropoutKeepsLaterArguments) {
-  const std::string train = attention(", " + testing::noneInput("attn_mask") + ", " + testing::floatInput("dropout_p", 0.1) + ", " + testing::boolInput("is_causal", true), kMha);
+  const std::string train = attention(", " + testing::noneInput("attn_mask") + ", " +
+                                          testing::floatInput("dropout_p", 0.1) + ", " +
+                                          testing::boolInput("is_causal", true),
+                                      kMha);
   const std::string eval = switched(train, Mode::kEval);
-  EXPECT_NE(printed(eval).find("dropout_p=0.0, is_causal=true"), std::string::npos) << printed(eval);
+  EXPECT_NE(printed(eval).find("dropout_p=0.0, is_causal=true"), std::string::npos)
+      << printed(eval);
   EXPECT_EQ(switched(eval, Mode::kTrain), train);
 }
 
 TEST(Passes, AttentionDropoutOutsideMultiheadAttentionIsNotASite) {
-  const std::string user = attention(", " + testing::noneInput("attn_mask") + ", " + testing::floatInput("dropout_p", 0.1), "__main__.MyAttention");
+  const std::string user = attention(
+      ", " + testing::noneInput("attn_mask") + ", " + testing::floatInput("dropout_p", 0.1),
+      "__main__.MyAttention");
   EXPECT_TRUE(collectSites(Program::parse(user, "t.json")->graph()).empty());
   EXPECT_EQ(switched(user, Mode::kEval), user);
 }
@@ -258,14 +305,18 @@ namespace exmode {
 namespace {
 
 std::string instanceNorm(bool use_input_stats, bool tracked) {
-  const std::string stats = tracked ? testing::tensorInput("running_mean", "b_in_running_mean") + ", " +
-                                          testing::tensorInput("running_var", "b_in_running_var")
-                                    : testing::noneInput("running_mean") + ", " + testing::noneInput("running_var");
+  const std::string stats =
+      tracked ? testing::tensorInput("running_mean", "b_in_running_mean") + ", " +
+                    testing::tensorInput("running_var", "b_in_running_var")
+              : testing::noneInput("running_mean") + ", " + testing::noneInput("running_var");
   return testing::makeProgram(
-      {}, tracked ? std::vector<std::string>{"b_in_running_mean", "b_in_running_var"} : std::vector<std::string>{},
+      {},
+      tracked ? std::vector<std::string>{"b_in_running_mean", "b_in_running_var"}
+              : std::vector<std::string>{},
       {{"instance_norm", "aten.instance_norm.default",
-        testing::tensorInput("input", "x") + ", " + testing::noneInput("weight") + ", " + testing::noneInput("bias") +
-            ", " + stats + ", " + testing::boolInput("use_input_stats", use_input_stats) + ", " +
+        testing::tensorInput("input", "x") + ", " + testing::noneInput("weight") + ", " +
+            testing::noneInput("bias") + ", " + stats + ", " +
+            testing::boolInput("use_input_stats", use_input_stats) + ", " +
             testing::floatInput("momentum", 0.2) + ", " + testing::floatInput("eps", 1e-4) + ", " +
             testing::boolInput("cudnn_enabled", false),
         "in"}},
@@ -280,19 +331,23 @@ TEST(Passes, InstanceNormWithRunningStatsFlipsUseInputStats) {
 }
 
 std::string rrelu(const std::string& tail, const std::string& target = "aten.rrelu.default") {
-  return testing::makeProgram({}, {}, {{"rrelu", target, testing::tensorInput("self", "x") + tail, "act"}}, "rrelu");
+  return testing::makeProgram(
+      {}, {}, {{"rrelu", target, testing::tensorInput("self", "x") + tail, "act"}}, "rrelu");
 }
 
 TEST(Passes, RreluDropsAndRestoresTrailingDefaults) {
-  const std::string default_train = rrelu(", " + testing::floatInput("lower", 0.125) + ", " +
-                                          testing::floatInput("upper", 1.0 / 3.0) + ", " + testing::boolInput("training", true));
+  const std::string default_train =
+      rrelu(", " + testing::floatInput("lower", 0.125) + ", " +
+            testing::floatInput("upper", 1.0 / 3.0) + ", " + testing::boolInput("training", true));
   EXPECT_EQ(printed(switched(default_train, Mode::kEval)), printed(rrelu("")));
   EXPECT_EQ(printed(switched(rrelu(""), Mode::kTrain)), printed(default_train));
-  const std::string custom_train = rrelu(", " + testing::floatInput("lower", 0.1) + ", " +
-                                         testing::floatInput("upper", 0.3) + ", " + testing::boolInput("training", true),
-                                         "aten.rrelu_.default");
-  const std::string custom_eval = rrelu(", " + testing::floatInput("lower", 0.1) + ", " + testing::floatInput("upper", 0.3),
-                                        "aten.rrelu_.default");
+  const std::string custom_train =
+      rrelu(", " + testing::floatInput("lower", 0.1) + ", " + testing::floatInput("upper", 0.3) +
+                ", " + testing::boolInput("training", true),
+            "aten.rrelu_.default");
+  const std::string custom_eval =
+      rrelu(", " + testing::floatInput("lower", 0.1) + ", " + testing::floatInput("upper", 0.3),
+            "aten.rrelu_.default");
   EXPECT_EQ(switched(custom_train, Mode::kEval), custom_eval);
   EXPECT_EQ(switched(custom_eval, Mode::kTrain), custom_train);
 }

@@ -1,9 +1,10 @@
 // Parsing, verifying and writing program JSON.
+#include "exmode/program.h"
+
 #include <gtest/gtest.h>
 #include <simdjson.h>
 
 #include "exmode/error.h"
-#include "exmode/program.h"
 #include "test_programs.h"
 
 namespace exmode {
@@ -29,7 +30,8 @@ TEST(Program, ParsesGraph) {
   ASSERT_EQ(bn.users().size(), 1u);
   EXPECT_EQ(bn.users()[0]->name(), "dropout");
   EXPECT_EQ(bn.producer()->modulePath(), "bn");
-  EXPECT_EQ(graph.bufferInput("bn.num_batches_tracked"), graph.tryGetValue("b_bn_num_batches_tracked"));
+  EXPECT_EQ(graph.bufferInput("bn.num_batches_tracked"),
+            graph.tryGetValue("b_bn_num_batches_tracked"));
   EXPECT_EQ(program->schemaVersion().major, 8);
 }
 
@@ -73,7 +75,8 @@ TEST(Program, RejectsBadPrograms) {
   expectBadProgram("[1, 2]", "not a JSON object");
   expectBadProgram(testing::makeProgram({}, {}, {}, "x", 99), "unsupported schema version 99.20");
   std::string dangling = bnDropoutTrainProgram();
-  replaceOnce(dangling, "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"batch_norm\"}}",
+  replaceOnce(dangling,
+              "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"batch_norm\"}}",
               "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"nowhere\"}}");
   expectBadProgram(dangling, "'nowhere', which is not defined");
   std::string unknown_kind = bnDropoutTrainProgram();

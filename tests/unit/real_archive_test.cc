@@ -41,13 +41,19 @@ TEST(RealArchives, SwitchesKeepProgramsValidAndRoundTrip) {
     const ProgramMode mode = model->mode();
     if (mode != ProgramMode::kTrain && mode != ProgramMode::kEval) continue;
     const bool was_training = model->training();
-    if (was_training) model->eval(); else model->train();
+    if (was_training)
+      model->eval();
+    else
+      model->train();
     EXPECT_NE(model->training(), was_training) << path;
     // Written and read back, the switched program is the same graph.
     const std::string switched = printGraph(model->program(name).graph());
     auto reparsed = Program::parse(model->program(name).toJson(), path.string());
     EXPECT_EQ(printGraph(reparsed->graph()), switched) << path;
-    if (was_training) model->train(); else model->eval();
+    if (was_training)
+      model->train();
+    else
+      model->eval();
     EXPECT_EQ(printGraph(model->program(name).graph()), original) << path;
   }
 }

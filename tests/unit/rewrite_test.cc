@@ -1,9 +1,10 @@
 // The matcher and the rewriter on small graphs.
+#include "exmode/rewrite.h"
+
 #include <gtest/gtest.h>
 
 #include "exmode/error.h"
 #include "exmode/pattern.h"
-#include "exmode/rewrite.h"
 #include "test_programs.h"
 
 namespace exmode::rewrite {
@@ -18,43 +19,59 @@ using testing::tensorInput;
 std::unique_ptr<Program> chain() {
   // x -> relu -> dropout(0.5, train) -> add_(counter, 1) unrelated
   return Program::parse(
-      makeProgram({}, {"b_bn_num_batches_tracked"},
-                  {{"relu", "aten.relu.default", tensorInput("self", "x"), "act"},
-                   {"dropout", "aten.dropout.default",
-                    tensorInput("input", "relu") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", true), "drop"},
-                   {"add_", "aten.add_.Tensor", tensorInput("self", "b_bn_num_batches_tracked") + ", " + intInput("other", 1), "bn"}},
-                  "dropout"),
+      makeProgram(
+          {}, {"b_bn_num_batches_tracked"},
+          {{"relu", "aten.relu.default", tensorInput("self", "x"), "act"},
+           {"dropout", "aten.dropout.default",
+            tensorInput("input", "relu") + ", " + floatInput("p", 0.5) + ", " +
+                boolInput("train", true),
+            "drop"},
+           {"add_", "aten.add_.Tensor",
+            tensorInput("self", "b_bn_num_batches_tracked") + ", " + intInput("other", 1), "bn"}},
+          "dropout"),
       "t.json");
 }
 
 TEST(Pattern, MatchesTargetsConstraintsAndCaptures) {
   auto program = chain();
-  const Pattern dropout = Pattern({"aten.dropout.default"}).arg("p", floatArg(), "p").arg("train", boolArg(true), "train");
+  const Pattern dropout = Pattern({"aten.dropout.default"})
+                              .arg("p", floatArg(), "p")
+                              .arg("train", boolArg(true), "train");
   auto matches = matchAll(program->graph(), dropout);
   ASSERT_EQ(matches.size(), 1u);
   EXPECT_EQ(matches[0].root->name(), "dropout");
   EXPECT_EQ(*matches[0].arg("p").asDouble(), 0.5);
-  EXPECT_TRUE(matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("train", boolArg(false))).empty());
-  EXPECT_TRUE(matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("p", intArg())).empty());
-  EXPECT_TRUE(matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("missing", tensor())).empty());
-  EXPECT_EQ(matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("missing", none())).size(), 1u);
+  EXPECT_TRUE(
+      matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("train", boolArg(false)))
+          .empty());
+  EXPECT_TRUE(
+      matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("p", intArg())).empty());
+  EXPECT_TRUE(matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("missing", tensor()))
+                  .empty());
+  EXPECT_EQ(
+      matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("missing", none())).size(),
+      1u);
 }
 
 TEST(Pattern, MatchesProducerChains) {
   auto program = chain();
   const Pattern relu = Pattern({"aten.relu.default"}).arg("self", tensor(), "x").as("relu");
-  auto matches = matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("input", producedBy(relu)));
+  auto matches =
+      matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("input", producedBy(relu)));
   ASSERT_EQ(matches.size(), 1u);
   EXPECT_EQ(matches[0].nodes.at("relu")->name(), "relu");
   EXPECT_EQ(matches[0].arg("x").tensor()->name(), "x");
   const Pattern sigmoid = Pattern({"aten.sigmoid.default"});
-  EXPECT_TRUE(matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("input", producedBy(sigmoid))).empty());
+  EXPECT_TRUE(matchAll(program->graph(),
+                       Pattern({"aten.dropout.default"}).arg("input", producedBy(sigmoid)))
+                  .empty());
 }
 
 TEST(Pattern, MatchingDoesNotChangeTheGraph) {
   auto program = chain();
   const std::string before = program->toJson();
-  matchAll(program->graph(), Pattern({"aten.dropout.default", "aten.relu.default"}).arg("input", anyArg()));
+  matchAll(program->graph(),
+           Pattern({"aten.dropout.default", "aten.relu.default"}).arg("input", anyArg()));
   EXPECT_EQ(program->toJson(), before);
 }
 
@@ -92,8 +109,10 @@ TEST(Rewriter, InsertsNodesAndRewiresLaterUses) {
   rewriter.replaceUses(graph.getValue("relu"), *inserted.output(), &dropout);
   graph.renumber();
   const std::string text = printGraph(graph);
-  EXPECT_NE(text.find("%relu_1 = aten.neg.default(self=%relu)\n%dropout = aten.dropout.default(input=%relu_1"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find(
+          "%relu_1 = aten.neg.default(self=%relu)\n%dropout = aten.dropout.default(input=%relu_1"),
+      std::string::npos)
       << text;
   auto reparsed = Program::parse(program->toJson(), "again.json");
   EXPECT_EQ(printGraph(reparsed->graph()), text);

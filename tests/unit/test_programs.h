@@ -18,9 +18,9 @@ struct TestNode {
 // state-dict names by replacing the prefix and '_' with '.', user input "x"), nodes, and
 // a single user output. Every tensor gets the same scalar float metadata, except buffers
 // ending in num_batches_tracked and add_* outputs, which get int64 metadata.
-std::string makeProgram(const std::vector<std::string>& params, const std::vector<std::string>& buffers,
-                        const std::vector<TestNode>& nodes, const std::string& output,
-                        int schema_major = 8);
+std::string makeProgram(const std::vector<std::string>& params,
+                        const std::vector<std::string>& buffers, const std::vector<TestNode>& nodes,
+                        const std::string& output, int schema_major = 8);
 
 // NamedArgument JSON helpers.
 std::string tensorInput(const std::string& name, const std::string& value);
