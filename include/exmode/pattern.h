@@ -44,7 +44,7 @@ ArgConstraint where(std::function<bool(const Argument&)> predicate);
 class Pattern {
  public:
   // `targets` in short form ("aten.dropout.default"); "torch.ops." is implied.
-  explicit Pattern(std::vector<std::string> targets);
+  explicit Pattern(const std::vector<std::string>& targets);
   // Requires argument `name` to satisfy `constraint`; captures it as `capture` if given.
   Pattern& arg(std::string name, ArgConstraint constraint, std::string capture = {});
   // Captures the node matched by this pattern under `capture`.

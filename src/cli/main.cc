@@ -1,13 +1,14 @@
 // The exmode command-line tool: `exmode eval|train IN (-o OUT | --in-place)` and
 // `exmode inspect IN [--json]`. Exit statuses are ErrorKind values (see README).
 #include <CLI/CLI.hpp>
-#include <cstdio>
 #include <iostream>
 
 #include "cli/commands.h"
 #include "exmode/error.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   CLI::App app{"exmode: switch exported PyTorch programs (.pt2) between train and eval mode"};
   app.require_subcommand(1);
   exmode::cli::SwitchOptions eval_options;
@@ -24,12 +25,17 @@ int main(int argc, char** argv) {
     std::cerr << "exmode: " << e.what() << " (see --help)\n";
     return static_cast<int>(exmode::ErrorKind::kUsage);
   }
+  if (app.got_subcommand("eval")) return exmode::cli::runSwitch(exmode::Mode::kEval, eval_options);
+  if (app.got_subcommand("train"))
+    return exmode::cli::runSwitch(exmode::Mode::kTrain, train_options);
+  return exmode::cli::runInspect(inspect_options);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
   try {
-    if (app.got_subcommand("eval"))
-      return exmode::cli::runSwitch(exmode::Mode::kEval, eval_options);
-    if (app.got_subcommand("train"))
-      return exmode::cli::runSwitch(exmode::Mode::kTrain, train_options);
-    return exmode::cli::runInspect(inspect_options);
+    return run(argc, argv);
   } catch (const exmode::Error& e) {
     std::cerr << "exmode: " << e.what() << "\n";
     return static_cast<int>(e.kind());

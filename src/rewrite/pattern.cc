@@ -34,8 +34,8 @@ ArgConstraint where(std::function<bool(const Argument&)> predicate) {
   return {.kind = ArgConstraint::Kind::kPredicate, .predicate = std::move(predicate)};
 }
 
-Pattern::Pattern(std::vector<std::string> targets) {
-  for (std::string& t : targets) targets_.push_back(std::string(kTargetPrefix) + t);
+Pattern::Pattern(const std::vector<std::string>& targets) {
+  for (const std::string& t : targets) targets_.push_back(std::string(kTargetPrefix) + t);
 }
 
 Pattern& Pattern::arg(std::string name, ArgConstraint constraint, std::string capture) {
