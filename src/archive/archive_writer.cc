@@ -125,6 +125,16 @@ struct ArchiveWriter::Impl {
     zip::appendLE<std::uint32_t>(header, zip::kLocalHeaderSignature);
     zip::appendLE<std::uint16_t>(header,
                                  zip64.empty() ? zip::kVersionNeeded : zip::kVersionNeededZip64);
+    appendCommonFields(header, record);
+    zip::appendLE<std::uint16_t>(header, static_cast<std::uint16_t>(zip64.size() + padding.size()));
+    header += record.name;
+    header += zip64;
+    header += padding;
+    return header;
+  }
+
+  // The fields local and central headers share, from flags to the name length.
+  static void appendCommonFields(std::string& header, const WrittenRecord& record) {
     zip::appendLE<std::uint16_t>(header, 0);  // flags
     zip::appendLE<std::uint16_t>(header, zip::kMethodStored);
     zip::appendLE<std::uint16_t>(header, zip::kDosTime);
@@ -133,11 +143,6 @@ struct ArchiveWriter::Impl {
     zip::appendLE<std::uint32_t>(header, clamp32(record.size));  // compressed
     zip::appendLE<std::uint32_t>(header, clamp32(record.size));  // uncompressed
     zip::appendLE<std::uint16_t>(header, static_cast<std::uint16_t>(record.name.size()));
-    zip::appendLE<std::uint16_t>(header, static_cast<std::uint16_t>(zip64.size() + padding.size()));
-    header += record.name;
-    header += zip64;
-    header += padding;
-    return header;
   }
 
   static std::string centralHeader(const WrittenRecord& record) {
@@ -147,14 +152,7 @@ struct ArchiveWriter::Impl {
     zip::appendLE<std::uint32_t>(header, zip::kCentralHeaderSignature);
     zip::appendLE<std::uint16_t>(header, version);  // made by: MS-DOS attributes, like torch
     zip::appendLE<std::uint16_t>(header, version);  // needed
-    zip::appendLE<std::uint16_t>(header, 0);        // flags
-    zip::appendLE<std::uint16_t>(header, zip::kMethodStored);
-    zip::appendLE<std::uint16_t>(header, zip::kDosTime);
-    zip::appendLE<std::uint16_t>(header, zip::kDosDate);
-    zip::appendLE<std::uint32_t>(header, record.crc32);
-    zip::appendLE<std::uint32_t>(header, clamp32(record.size));  // compressed
-    zip::appendLE<std::uint32_t>(header, clamp32(record.size));  // uncompressed
-    zip::appendLE<std::uint16_t>(header, static_cast<std::uint16_t>(record.name.size()));
+    appendCommonFields(header, record);
     zip::appendLE<std::uint16_t>(header, static_cast<std::uint16_t>(zip64.size()));
     zip::appendLE<std::uint16_t>(header, 0);  // comment size
     zip::appendLE<std::uint16_t>(header, 0);  // disk

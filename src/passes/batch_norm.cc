@@ -116,13 +116,7 @@ class BatchNormPass final : public ModePass {
 
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, batchNormPattern())) {
-      Site::State state = Site::State::kFixed;
-      if (isTracked(m))
-        state = literalFlag(*m.root, "training") ? Site::State::kTrain : Site::State::kEval;
-      sites.push_back({.node = m.root,
-                       .state = state,
-                       .momentum = numberArg(*m.root, "momentum"),
-                       .eps = numberArg(*m.root, "eps")});
+      sites.push_back(normSite(*m.root, isTracked(m), "training"));
     }
   }
 

@@ -20,4 +20,14 @@ bool literalFlag(const Node& node, std::string_view name) {
   return *value;
 }
 
+Site normSite(const Node& node, bool tracks_running_stats, std::string_view flag) {
+  Site::State state = Site::State::kFixed;
+  if (tracks_running_stats)
+    state = literalFlag(node, flag) ? Site::State::kTrain : Site::State::kEval;
+  return {.node = &node,
+          .state = state,
+          .momentum = numberArg(node, "momentum"),
+          .eps = numberArg(node, "eps")};
+}
+
 }  // namespace exmode::passes

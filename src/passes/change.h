@@ -22,6 +22,10 @@ inline const char* pythonBool(bool value) { return value ? "True" : "False"; }
 // skip such a node, so a switch never claims a mode it did not set.
 bool literalFlag(const Node& node, std::string_view name);
 
+// A normalization site (batch norm, instance norm): with running statistics its mode is the
+// literal `flag`; without them it is fixed.
+Site normSite(const Node& node, bool tracks_running_stats, std::string_view flag);
+
 // A numeric literal argument (p, momentum, eps), if the node has one.
 inline std::optional<double> numberArg(const Node& node, std::string_view name) {
   const NamedArgument* in = node.input(name);

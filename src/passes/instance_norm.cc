@@ -34,14 +34,7 @@ class InstanceNormPass final : public ModePass {
 
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, instanceNormPattern())) {
-      Site::State state = Site::State::kFixed;
-      if (tracksRunningStats(m)) {
-        state = literalFlag(*m.root, "use_input_stats") ? Site::State::kTrain : Site::State::kEval;
-      }
-      sites.push_back({.node = m.root,
-                       .state = state,
-                       .momentum = numberArg(*m.root, "momentum"),
-                       .eps = numberArg(*m.root, "eps")});
+      sites.push_back(normSite(*m.root, tracksRunningStats(m), "use_input_stats"));
     }
   }
 
