@@ -1,6 +1,7 @@
 // The one API through which every graph change goes. It keeps value uses, the by-target
-// node index, tensor metadata and the graph signature in step with the nodes, and marks
-// what it touches so the writer re-serializes exactly that.
+// node index, tensor metadata and the graph signature in step with the nodes. Calls that
+// break an invariant (erasing a used node, setting an input a node lacks, reusing a name)
+// are programming errors and throw std::logic_error.
 #pragma once
 
 #include <cstdint>
@@ -60,6 +61,7 @@ class Rewriter {
   void removeOutput(std::size_t index);
 
  private:
+  bool isGraphOutput(const Value& value) const;
   void addUse(Value& value, Node& user);
   void dropUse(Value& value, const Node& user);
   Program& program_;

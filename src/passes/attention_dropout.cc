@@ -11,6 +11,9 @@
 // node is reported as fixed and left alone, since p cannot be known.
 // Conditions: only nodes whose innermost module is a MultiheadAttention; an sdpa call in
 // user code may use dropout regardless of the mode.
+#include <charconv>
+
+#include "exmode/error.h"
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
 #include "passes/change.h"
@@ -45,7 +48,15 @@ double graphP(const Node& node) {
 std::optional<double> savedP(const Node& node) {
   const std::string text = node.metadataField(kSavedP);
   if (text.empty()) return std::nullopt;
-  return std::stod(text);
+  double p = -1;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, p);
+  if (ec != std::errc() || ptr != end || !(p >= 0.0 && p <= 1.0)) {
+    throw Error(ErrorKind::kBadProgram, "node '" + node.name() + "': metadata " +
+                                            std::string(kSavedP) + " is '" + text +
+                                            "', not a probability");
+  }
+  return p;
 }
 
 std::string pText(double p) {

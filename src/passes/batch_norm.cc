@@ -68,7 +68,8 @@ Value* counterOf(const Graph& graph, const Match& site) {
 Node* incrementReading(const Value& value) {
   for (Node* user : value.users()) {
     auto m = matchNode(*user, incrementPattern());
-    if (m && m->arg("self").tensor() == &value) return user;
+    // An increment aliases the counter through its single tensor output.
+    if (m && m->arg("self").tensor() == &value && user->output() != nullptr) return user;
   }
   return nullptr;
 }

@@ -6,8 +6,10 @@
 //
 // Train: aten.native_dropout.default(x, p, True); aten._native_batch_norm_legit_functional.default(
 //        x, w, b, rm, rv, True, momentum, eps) with outputs 3, 4 as buffer mutations
-// Eval:  dropout gone; aten._native_batch_norm_legit_no_training.default(x, w, b, rm, rv, momentum,
-// eps)
+// Eval:  dropout gone; aten._native_batch_norm_legit_no_training.default(x, w, b, rm, rv,
+//        momentum, eps)
+// RReLU decomposes to aten.rrelu_with_noise_functional(..., training). AlphaDropout
+// decomposes to bernoulli arithmetic with no flag left: it cannot be detected at all.
 #include "exmode/error.h"
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
@@ -23,7 +25,8 @@ const Pattern& flaggedPattern() {
   static const Pattern pattern =
       Pattern({"aten.native_dropout.default", "aten._native_batch_norm_legit_functional.default",
                "aten._native_batch_norm_legit.default", "aten.native_batch_norm.default",
-               "aten.cudnn_batch_norm.default"});
+               "aten.cudnn_batch_norm.default", "aten.rrelu_with_noise.default",
+               "aten.rrelu_with_noise_.default", "aten.rrelu_with_noise_functional.default"});
   return pattern;
 }
 

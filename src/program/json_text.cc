@@ -6,55 +6,137 @@
 
 namespace exmode::json {
 
+namespace {
+
+constexpr char kHex[] = "0123456789abcdef";
+
+void appendEscapedUnit(std::string& out, std::uint32_t unit) {
+  out += "\\u";
+  for (int shift = 12; shift >= 0; shift -= 4) out.push_back(kHex[(unit >> shift) & 0xF]);
+}
+
+// Decodes one UTF-8 sequence at text[i]; returns its length, or 0 when it is not valid.
+std::size_t decodeUtf8(std::string_view text, std::size_t i, std::uint32_t& code) {
+  const auto lead = static_cast<unsigned char>(text[i]);
+  const std::size_t length = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 0;
+  if (length == 0 || i + length > text.size()) return 0;
+  code = lead & (0x7F >> length);
+  for (std::size_t k = 1; k < length; ++k) {
+    const auto c = static_cast<unsigned char>(text[i + k]);
+    if ((c & 0xC0) != 0x80) return 0;
+    code = (code << 6) | (c & 0x3F);
+  }
+  return length;
+}
+
+}  // namespace
+
+// As json.dumps with ensure_ascii: everything outside printable ASCII is escaped.
 void appendString(std::string& out, std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
-  for (char c : text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
     const auto u = static_cast<unsigned char>(c);
     switch (c) {
       case '"':
         out += "\\\"";
-        break;
+        continue;
       case '\\':
         out += "\\\\";
-        break;
+        continue;
       case '\n':
         out += "\\n";
-        break;
+        continue;
       case '\r':
         out += "\\r";
-        break;
+        continue;
       case '\t':
         out += "\\t";
-        break;
+        continue;
       case '\b':
         out += "\\b";
-        break;
+        continue;
       case '\f':
         out += "\\f";
-        break;
+        continue;
       default:
-        if (u < 0x20) {
-          out += "\\u00";
-          out.push_back(kHex[u >> 4]);
-          out.push_back(kHex[u & 0xF]);
-        } else {
-          out.push_back(c);
-        }
+        break;
+    }
+    if (u >= 0x20 && u < 0x7F) {
+      out.push_back(c);
+      continue;
+    }
+    std::uint32_t code = u;
+    const std::size_t length = u >= 0x80 ? decodeUtf8(text, i, code) : 1;
+    if (length == 0) {  // not UTF-8 (the parser validates input, so only from callers)
+      out.push_back(c);
+      continue;
+    }
+    i += length - 1;
+    if (code >= 0x10000) {
+      code -= 0x10000;
+      appendEscapedUnit(out, 0xD800 + (code >> 10));
+      appendEscapedUnit(out, 0xDC00 + (code & 0x3FF));
+    } else {
+      appendEscapedUnit(out, code);
     }
   }
   out.push_back('"');
 }
 
+// As Python's repr(float): the shortest digits that round-trip, in positional notation for
+// decimal exponents from -4 to 15 (with ".0" when there is no fraction), otherwise as
+// d.ddde+XX. torch writes infinities and NaN as the strings "Infinity", "-Infinity", "NaN".
 void appendDouble(std::string& out, double value) {
-  // torch writes infinities and NaN as the strings "Infinity"/"NaN", never as numbers, so a
-  // parsed double is always finite here.
+  if (std::isnan(value)) {
+    out += "\"NaN\"";
+    return;
+  }
+  if (std::isinf(value)) {
+    out += value > 0 ? "\"Infinity\"" : "\"-Infinity\"";
+    return;
+  }
   char buf[32];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::scientific);
   std::string_view text(buf, static_cast<std::size_t>(end - buf));
-  out += text;
-  // Keep it a float for the reader: "3" would come back as an int.
-  if (text.find_first_of(".eEn") == std::string_view::npos) out += ".0";
+  if (text.front() == '-') {
+    out.push_back('-');
+    text.remove_prefix(1);
+  }
+  const std::size_t e = text.find('e');
+  std::string digits;
+  for (char c : text.substr(0, e)) {
+    if (c != '.') digits.push_back(c);
+  }
+  int exponent = 0;
+  const std::string_view exponent_text = text.substr(e + 1);
+  std::from_chars(exponent_text.data() + (exponent_text.front() == '+' ? 1 : 0),
+                  exponent_text.data() + exponent_text.size(), exponent);
+  const int point = exponent + 1;  // digits before the decimal point
+  const auto count = static_cast<int>(digits.size());
+  if (point < -3 || point > 16) {
+    out.push_back(digits[0]);
+    if (count > 1) {
+      out.push_back('.');
+      out.append(digits, 1);
+    }
+    out += exponent < 0 ? "e-" : "e+";
+    const int magnitude = exponent < 0 ? -exponent : exponent;
+    if (magnitude < 10) out.push_back('0');
+    appendInt(out, magnitude);
+  } else if (point <= 0) {
+    out += "0.";
+    out.append(static_cast<std::size_t>(-point), '0');
+    out += digits;
+  } else if (point >= count) {
+    out += digits;
+    out.append(static_cast<std::size_t>(point - count), '0');
+    out += ".0";
+  } else {
+    out.append(digits, 0, static_cast<std::size_t>(point));
+    out.push_back('.');
+    out.append(digits, static_cast<std::size_t>(point));
+  }
 }
 
 void appendInt(std::string& out, std::int64_t value) {

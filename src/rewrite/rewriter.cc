@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "exmode/error.h"
 #include "exmode/rewrite.h"
@@ -64,8 +65,8 @@ void Rewriter::setInput(Node& node, std::string_view input_name, Argument arg) {
     in.arg = std::move(arg);
     return;
   }
-  throw Error(ErrorKind::kUnsupported,
-              "node '" + node.name() + "' has no input '" + std::string(input_name) + "' to set");
+  throw std::logic_error("node '" + node.name() + "' has no input '" + std::string(input_name) +
+                         "' to set");
 }
 
 void Rewriter::removeInput(Node& node, std::string_view input_name) {
@@ -148,12 +149,21 @@ void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
   }
 }
 
+bool Rewriter::isGraphOutput(const Value& value) const {
+  for (const Argument& output : graph_.outputs_) {
+    for (const Ref& ref : output.payload.refs) {
+      if (ref.value == &value) return true;
+    }
+  }
+  return false;
+}
+
 void Rewriter::eraseNode(Node& node) {
   for (const Argument& out : node.outputs_) {
     for (const Ref& ref : out.payload.refs) {
-      if (!ref.value->users_.empty()) {
-        throw Error(ErrorKind::kUnsupported, "cannot erase node '" + node.name() + "': '" +
-                                                 ref.value->name() + "' is still used");
+      if (!ref.value->users_.empty() || isGraphOutput(*ref.value)) {
+        throw std::logic_error("cannot erase node '" + node.name() + "': '" + ref.value->name() +
+                               "' is still used");
       }
     }
   }
@@ -184,7 +194,7 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
                    {"name", {}}};
   for (auto& [name, meta] : spec.tensor_outputs) {
     if (graph_.tryGetValue(name) != nullptr) {
-      throw Error(ErrorKind::kUnsupported, "value name '" + name + "' is already taken");
+      throw std::logic_error("value name '" + name + "' is already taken");
     }
     Value& value = graph_.value_storage_.emplace_back();
     value.name_ = name;

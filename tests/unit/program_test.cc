@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 #include <simdjson.h>
 
+#include <limits>
+
 #include "exmode/error.h"
+#include "program/json_text.h"
 #include "test_programs.h"
 
 namespace exmode {
@@ -98,6 +101,39 @@ TEST(Program, RejectsBadPrograms) {
 TEST(Program, RejectsDeepNestingWithoutCrashing) {
   std::string deep = std::string(100000, '[') + std::string(100000, ']');
   expectBadProgram(deep, "malformed JSON");
+}
+
+}  // namespace
+}  // namespace exmode
+
+namespace exmode {
+namespace {
+
+TEST(JsonText, WritesFloatsAsPythonRepr) {
+  const std::pair<double, const char*> cases[] = {{0.0, "0.0"},
+                                                  {1e-4, "0.0001"},
+                                                  {1e-5, "1e-05"},
+                                                  {1e16, "1e+16"},
+                                                  {1e15, "1000000000000000.0"},
+                                                  {0.1, "0.1"},
+                                                  {-2.5, "-2.5"},
+                                                  {1.5e300, "1.5e+300"},
+                                                  {1.0 / 3.0, "0.3333333333333333"}};
+  for (const auto& [value, text] : cases) {
+    std::string out;
+    json::appendDouble(out, value);
+    EXPECT_EQ(out, text);
+  }
+  std::string special;
+  json::appendDouble(special, std::numeric_limits<double>::infinity());
+  json::appendDouble(special, std::numeric_limits<double>::quiet_NaN());
+  EXPECT_EQ(special, "\"Infinity\"\"NaN\"");
+}
+
+TEST(JsonText, EscapesLikeEnsureAscii) {
+  std::string out;
+  json::appendString(out, "a\"\\\n\x01\x7f \xc2\xb5 \xf0\x9f\x99\x82");
+  EXPECT_EQ(out, "\"a\\\"\\\\\\n\\u0001\\u007f \\u00b5 \\ud83d\\ude42\"");
 }
 
 }  // namespace

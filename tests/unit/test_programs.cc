@@ -1,7 +1,7 @@
 // Builders for the unit tests' program JSON; see test_programs.h.
 #include "test_programs.h"
 
-#include <charconv>
+#include "program/json_text.h"
 
 namespace exmode::testing {
 
@@ -32,10 +32,8 @@ std::string tensorInput(const std::string& name, const std::string& value) {
          "\"}}, \"kind\": 1}";
 }
 std::string floatInput(const std::string& name, double value) {
-  char buf[32];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
-  std::string text(buf, end);
-  if (text.find_first_of(".e") == std::string::npos) text += ".0";
+  std::string text;
+  json::appendDouble(text, value);  // as torch writes it (Python's repr)
   return "{\"name\": \"" + name + "\", \"arg\": {\"as_float\": " + text + "}, \"kind\": 1}";
 }
 std::string boolInput(const std::string& name, bool value) {
