@@ -53,6 +53,8 @@ class ModePass {
  public:
   virtual ~ModePass() = default;
   virtual std::string_view name() const = 0;
+  // The op targets this pass looks at (full form, "torch.ops.aten.dropout.default").
+  virtual const std::vector<std::string>& targets() const = 0;
   // Appends this family's sites in graph order. Pure.
   virtual void collectSites(const Graph& graph, std::vector<Site>& sites) const = 0;
   // Moves every site of this family to `target`, appending what it changed (and what it

@@ -78,7 +78,4 @@ std::vector<Match> matchAll(const Graph& graph, const Pattern& pattern);
 // Matches `pattern` against one node.
 std::optional<Match> matchNode(const Node& node, const Pattern& pattern);
 
-// "torch.ops.aten.dropout.default" -> "aten.dropout.default".
-std::string_view shortTarget(std::string_view target);
-
 }  // namespace exmode::rewrite

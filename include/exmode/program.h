@@ -135,6 +135,12 @@ struct SignatureSpec {
   Value* value() const { return payload.refs.empty() ? nullptr : payload.refs.front().value; }
 };
 
+// A node inside a nested graph.
+struct NestedNode {
+  const Node* owner = nullptr;  // the top-level node whose argument holds the graph
+  std::string target;
+};
+
 // The graph of one program and its signature. Owns nodes and values. All mutation goes
 // through rewrite::Rewriter, which keeps uses, tensor_values and the signature in step.
 class Graph {
@@ -156,6 +162,10 @@ class Graph {
   // Nodes with the given target, in graph order. Built on demand, kept current by the
   // rewriter; the anchor index of the pattern matcher.
   const std::vector<Node*>& nodesWithTarget(std::string_view target) const;
+  // Nodes of nested graphs (as_graph arguments of higher-order ops such as torch.cond,
+  // autocast and no_grad regions), with the top-level node that holds them. Nested graphs
+  // are kept verbatim; this list lets passes see what they contain.
+  const std::vector<NestedNode>& nestedNodes() const { return nested_nodes_; }
   // Recomputes Node::order() after insertions.
   void renumber();
   bool isValidName(std::string_view name) const { return tryGetValue(name) == nullptr; }
@@ -180,6 +190,7 @@ class Graph {
   // Members of the graph and signature objects in source order (key, raw value).
   std::vector<std::pair<std::string, RawJson>> graph_members_;
   std::vector<std::pair<std::string, RawJson>> signature_members_;
+  std::vector<NestedNode> nested_nodes_;
 };
 
 struct SchemaVersion {
@@ -222,6 +233,11 @@ class Program {
   std::vector<std::pair<std::string, RawJson>> top_members_;
   std::vector<std::pair<std::string, RawJson>> graph_module_members_;
 };
+
+// Every op target starts with this.
+inline constexpr std::string_view kOpTargetPrefix = "torch.ops.";
+// "torch.ops.aten.dropout.default" -> "aten.dropout.default".
+std::string_view shortTarget(std::string_view target);
 
 // A one-line-per-node text form of a graph for tests and debugging, e.g.
 //   %batch_norm = aten.batch_norm.default(input=%conv2d, ..., training=true, momentum=0.3)

@@ -26,7 +26,7 @@ std::string number(double value) {
 void printText(const std::string& name, const std::vector<Site>& sites) {
   for (const Site& s : sites) {
     const std::string module = s.node->modulePath();
-    std::cout << s.node->name() << "  " << rewrite::shortTarget(s.node->target()) << "  "
+    std::cout << s.node->name() << "  " << shortTarget(s.node->target()) << "  "
               << (module.empty() ? "<root>" : module) << "  " << siteStateName(s.state);
     if (s.p) std::cout << "  p=" << number(*s.p);
     if (s.momentum) std::cout << "  momentum=" << number(*s.momentum);
@@ -41,7 +41,7 @@ void appendSiteJson(std::string& out, const Site& s) {
   out += "{\"node\": ";
   json::appendString(out, s.node->name());
   out += ", \"op\": ";
-  json::appendString(out, rewrite::shortTarget(s.node->target()));
+  json::appendString(out, shortTarget(s.node->target()));
   out += ", \"module\": ";
   json::appendString(out, s.node->modulePath());
   out += ", \"mode\": ";

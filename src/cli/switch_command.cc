@@ -33,7 +33,9 @@ int runSwitch(Mode target, const SwitchOptions& options) {
                   << c.after << "\n";
       }
       for (const std::string& note : report.notes) std::cout << "  note: " << note << "\n";
-      if (report.changes.empty()) {
+      if (report.changes.empty() && report.before == ProgramMode::kNone) {
+        std::cout << report.program << ": no mode-sensitive site; nothing changed\n";
+      } else if (report.changes.empty()) {
         std::cout << report.program << ": already in " << modeName(target)
                   << " mode; nothing changed\n";
       } else {

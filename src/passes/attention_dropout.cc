@@ -68,6 +68,7 @@ std::string pText(double p) {
 class AttentionDropoutPass final : public ModePass {
  public:
   std::string_view name() const override { return "attention_dropout"; }
+  const std::vector<std::string>& targets() const override { return attentionPattern().targets(); }
 
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, attentionPattern())) {

@@ -114,6 +114,7 @@ std::string incrementMetadata(const Node& site) {
 class BatchNormPass final : public ModePass {
  public:
   std::string_view name() const override { return "batch_norm"; }
+  const std::vector<std::string>& targets() const override { return batchNormPattern().targets(); }
 
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, batchNormPattern())) {
@@ -153,6 +154,13 @@ class BatchNormPass final : public ModePass {
       } else if (train && p.increment == nullptr && p.counter != nullptr) {
         insertIncrement(rewriter, *p.site, *p.counter);
         after += ", num_batches_tracked += 1";
+      }
+      if (train && numberArg(*p.site, "momentum") == 0.0) {
+        report.notes.push_back(
+            "batch norm '" + p.site->modulePath() +
+            "' has momentum 0.0, so its running statistics will not change in training; "
+            "BatchNorm(momentum=None) exports this way in eval mode, and its cumulative average "
+            "cannot be expressed in the graph");
       }
       report.changes.push_back(makeChange(*p.site, std::move(before), std::move(after)));
     }

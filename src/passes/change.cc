@@ -8,7 +8,7 @@ namespace exmode::passes {
 bool literalFlag(const Node& node, std::string_view name) {
   const NamedArgument* in = node.input(name);
   const std::string where =
-      "node '" + node.name() + "' (" + std::string(rewrite::shortTarget(node.target())) + ")";
+      "node '" + node.name() + "' (" + std::string(shortTarget(node.target())) + ")";
   if (in == nullptr) {
     throw Error(ErrorKind::kBadProgram, where + " has no '" + std::string(name) + "' argument");
   }

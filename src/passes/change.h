@@ -10,7 +10,7 @@
 namespace exmode::passes {
 
 inline Change makeChange(const Node& node, std::string before, std::string after) {
-  return {node.name(), std::string(rewrite::shortTarget(node.target())), node.modulePath(),
+  return {node.name(), std::string(shortTarget(node.target())), node.modulePath(),
           std::move(before), std::move(after)};
 }
 

@@ -27,6 +27,7 @@ const Pattern& dropoutPattern() {
 class DropoutPass final : public ModePass {
  public:
   std::string_view name() const override { return "dropout"; }
+  const std::vector<std::string>& targets() const override { return dropoutPattern().targets(); }
 
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, dropoutPattern())) {

@@ -48,6 +48,14 @@ Site::State stateOf(const Node& node) {
 class FunctionalIrPass final : public ModePass {
  public:
   std::string_view name() const override { return "functional_ir"; }
+  const std::vector<std::string>& targets() const override {
+    static const std::vector<std::string> all = [] {
+      std::vector<std::string> t = flaggedPattern().targets();
+      t.insert(t.end(), evalOnlyPattern().targets().begin(), evalOnlyPattern().targets().end());
+      return t;
+    }();
+    return all;
+  }
 
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, flaggedPattern())) {

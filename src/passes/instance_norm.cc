@@ -31,6 +31,9 @@ bool tracksRunningStats(const Match& m) {
 class InstanceNormPass final : public ModePass {
  public:
   std::string_view name() const override { return "instance_norm"; }
+  const std::vector<std::string>& targets() const override {
+    return instanceNormPattern().targets();
+  }
 
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, instanceNormPattern())) {

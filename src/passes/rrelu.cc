@@ -49,6 +49,7 @@ bool lastIsDefault(const Node& node) {
 class RreluPass final : public ModePass {
  public:
   std::string_view name() const override { return "rrelu"; }
+  const std::vector<std::string>& targets() const override { return rreluPattern().targets(); }
 
   void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
     for (const Match& m : matchAll(graph, rreluPattern())) {

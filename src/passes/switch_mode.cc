@@ -4,6 +4,7 @@
 
 #include "exmode/error.h"
 #include "exmode/passes.h"
+#include "exmode/pattern.h"
 
 namespace exmode {
 
@@ -76,14 +77,35 @@ void sortByGraphOrder(const Graph& graph, std::vector<Change>& changes) {
                    [&](const Change& a, const Change& b) { return order[a.node] < order[b.node]; });
 }
 
+// Nested graphs are kept verbatim and not switched: a mode-sensitive op inside one makes
+// the program unsupported rather than silently half-switched.
+void refuseNestedSites(const Graph& graph) {
+  for (const NestedNode& nested : graph.nestedNodes()) {
+    for (const ModePass* pass : modePasses()) {
+      const auto& targets = pass->targets();
+      if (std::find(targets.begin(), targets.end(), nested.target) == targets.end()) continue;
+      throw Error(ErrorKind::kUnsupported,
+                  "node '" + nested.owner->name() + "' (" +
+                      std::string(shortTarget(nested.owner->target())) +
+                      ") holds a nested graph with " + std::string(shortTarget(nested.target)) +
+                      ", and exmode does not switch inside nested graphs (torch.cond, autocast, "
+                      "no_grad regions) yet");
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<Site> collectSites(const Program& program) {
-  return namingTheProgram(program, [&] { return collectSites(program.graph()); });
+  return namingTheProgram(program, [&] {
+    refuseNestedSites(program.graph());
+    return collectSites(program.graph());
+  });
 }
 
 SwitchReport switchMode(Program& program, Mode target, std::string program_name) {
   return namingTheProgram(program, [&] {
+    refuseNestedSites(program.graph());
     SwitchReport report;
     report.program = std::move(program_name);
     report.before = detectMode(collectSites(program.graph()));

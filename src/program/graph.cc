@@ -8,6 +8,12 @@
 
 namespace exmode {
 
+std::string_view shortTarget(std::string_view target) {
+  if (target.substr(0, kOpTargetPrefix.size()) == kOpTargetPrefix)
+    target.remove_prefix(kOpTargetPrefix.size());
+  return target;
+}
+
 Value* Argument::tensor() const {
   if ((kind == "as_tensor" || kind == "as_optional_tensor") && payload.refs.size() == 1) {
     return payload.refs.front().value;

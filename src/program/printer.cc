@@ -1,6 +1,5 @@
 // A one-line-per-node text form of a graph, for golden tests and debugging:
 //   %batch_norm = aten.batch_norm.default(input=%conv2d, training=true, momentum=0.3)
-#include "exmode/pattern.h"
 #include "exmode/program.h"
 #include "program/ref_text.h"
 
@@ -28,7 +27,7 @@ std::string printGraph(const Graph& graph) {
       if (!outputs.empty()) outputs += ", ";
       outputs += argumentText(o);
     }
-    out += outputs + " = " + std::string(rewrite::shortTarget(node->target())) + "(";
+    out += outputs + " = " + std::string(shortTarget(node->target())) + "(";
     bool first = true;
     for (const NamedArgument& in : node->inputs()) {
       if (!first) out += ", ";

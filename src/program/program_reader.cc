@@ -228,6 +228,7 @@ class ProgramReader {
     Slots slots{*this, text, refs, where, node, role};
     if (isPlainKind(kind)) {
       json::appendElement(text, payload);
+      if (kind == "as_graph" && node != nullptr) collectNestedNodes(payload, *node);
     } else if (kind == "as_tensor") {
       slots.tensorArgument(payload);
     } else if (kind == "as_tensors") {
@@ -262,6 +263,27 @@ class ProgramReader {
     }
     arg.payload.text = program_.keep(std::move(text));
     arg.payload.refs = std::move(refs);
+  }
+
+  // Records the targets of a GraphArgument's nodes, recursing into their own graphs.
+  void collectNestedNodes(dom::element graph_argument, const Node& owner) {
+    dom::array nodes;
+    if (graph_argument.at_pointer("/graph/nodes").get_array().get(nodes) != simdjson::SUCCESS)
+      return;
+    for (dom::element nested : nodes) {
+      std::string_view target;
+      if (nested["target"].get_string().get(target) == simdjson::SUCCESS) {
+        program_.graph_.nested_nodes_.push_back({&owner, std::string(target)});
+      }
+      dom::array inputs;
+      if (nested["inputs"].get_array().get(inputs) != simdjson::SUCCESS) continue;
+      for (dom::element input : inputs) {
+        dom::element inner;
+        if (input.at_pointer("/arg/as_graph").get(inner) == simdjson::SUCCESS) {
+          collectNestedNodes(inner, owner);
+        }
+      }
+    }
   }
 
   // Writes a payload and records where value names sit in it.

@@ -6,16 +6,6 @@
 
 namespace exmode::rewrite {
 
-namespace {
-constexpr std::string_view kTargetPrefix = "torch.ops.";
-}
-
-std::string_view shortTarget(std::string_view target) {
-  if (target.substr(0, kTargetPrefix.size()) == kTargetPrefix)
-    target.remove_prefix(kTargetPrefix.size());
-  return target;
-}
-
 ArgConstraint anyArg() { return {}; }
 ArgConstraint tensor() { return {.kind = ArgConstraint::Kind::kTensor}; }
 ArgConstraint none() { return {.kind = ArgConstraint::Kind::kNone}; }
@@ -35,7 +25,7 @@ ArgConstraint where(std::function<bool(const Argument&)> predicate) {
 }
 
 Pattern::Pattern(const std::vector<std::string>& targets) {
-  for (const std::string& t : targets) targets_.push_back(std::string(kTargetPrefix) + t);
+  for (const std::string& t : targets) targets_.push_back(std::string(kOpTargetPrefix) + t);
 }
 
 Pattern& Pattern::arg(std::string name, ArgConstraint constraint, std::string capture) {

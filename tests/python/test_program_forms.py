@@ -110,3 +110,43 @@ def test_decomposed_program_is_switched_or_refused(src, dst, tmp_path):
         return
     assert proc.returncode == 0, proc
     assert_matches_eager(load_module(out_path), eager_copy(initial, dst), x)
+
+
+class _DropoutInCond(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.3)
+
+    def forward(self, x):
+        return torch.cond(x.sum() > 0, lambda t: self.drop(t), lambda t: t.sin(), (x,))
+
+
+class _BatchNormInNoGrad(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(4)
+        self.drop = torch.nn.Dropout(0.3)
+
+    def forward(self, x):
+        with torch.no_grad():
+            y = self.bn(x)
+        return self.drop(y)
+
+
+@pytest.mark.parametrize("factory", [_DropoutInCond, _BatchNormInNoGrad])
+@pytest.mark.parametrize("command", ["eval", "train", "inspect"])
+def test_sites_inside_nested_graphs_are_refused(factory, command, tmp_path):
+    """A mode-sensitive op inside a higher-order op's nested graph (torch.cond branch,
+    no_grad region) is not switched yet: refusing beats reporting a mode that is not true."""
+    module = factory().train()
+    src = tmp_path / "nested.pt2"
+    torch.export.save(torch.export.export(module, (torch.randn(3, 4),)), src)
+    before = src.read_bytes()
+    out = tmp_path / "out.pt2"
+    args = [command, src] + ([] if command == "inspect" else ["-o", out])
+    proc = run_exmode(*args)
+    assert proc.returncode == UNSUPPORTED, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nested.pt2" in lines[0] and "nested graph" in lines[0], proc.stderr
+    assert not out.exists()
+    assert src.read_bytes() == before

@@ -354,3 +354,22 @@ TEST(Passes, RreluDropsAndRestoresTrailingDefaults) {
 
 }  // namespace
 }  // namespace exmode
+
+namespace exmode {
+namespace {
+
+TEST(Passes, NotesBatchNormThatCannotTrackStatistics) {
+  // BatchNorm(momentum=None) exported in eval mode: momentum 0.0.
+  std::string eval = testing::bnDropoutEvalProgram();
+  const std::string momentum = testing::floatInput("momentum", 0.3);
+  eval.replace(eval.find(momentum), momentum.size(), testing::floatInput("momentum", 0.0));
+  SwitchReport report;
+  switched(eval, Mode::kTrain, &report);
+  ASSERT_EQ(report.notes.size(), 1u);
+  EXPECT_NE(report.notes[0].find("batch norm 'bn' has momentum 0.0"), std::string::npos);
+  switched(testing::bnDropoutEvalProgram(), Mode::kTrain, &report);
+  EXPECT_TRUE(report.notes.empty());
+}
+
+}  // namespace
+}  // namespace exmode
