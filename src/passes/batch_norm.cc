@@ -11,10 +11,12 @@
 // touched. Without running statistics (running_mean None) batch norm uses batch
 // statistics in both modes: such a site is fixed and left alone.
 //
-// A site's increment is found through the signature: running_mean's buffer name
-// "<module>.running_mean" gives "<module>.num_batches_tracked"; the increment is the
-// add_(counter, 1) on that counter's chain between the previous site of the module and
-// this one.
+// A site's increment is found through the signature: the counter is the buffer
+// "<module>.num_batches_tracked" of the module that ran the site (from nn_module_stack),
+// or the one beside running_mean's buffer ("<m>.running_mean" gives
+// "<m>.num_batches_tracked"); the increment is the add_(counter, 1) on that counter's chain
+// between the previous site on the same counter and this one.
+#include <algorithm>
 #include <optional>
 
 #include "exmode/passes.h"
@@ -49,19 +51,32 @@ bool isTracked(const Match& site) {
   return running_mean != nullptr && running_mean->tensor() != nullptr;
 }
 
-// The counter placeholder of the module whose running_mean a site reads, or null.
-Value* counterOf(const Graph& graph, const Match& site) {
-  if (!isTracked(site)) return nullptr;
-  const Value* running_mean = site.arg("running_mean").tensor();
-  const SignatureSpec* spec = graph.inputSpecOf(running_mean);
-  if (spec == nullptr || spec->kind != "buffer") return nullptr;
-  const std::string& name = spec->target;
-  if (name.size() < kRunningMean.size() ||
-      name.compare(name.size() - kRunningMean.size(), kRunningMean.size(), kRunningMean) != 0) {
-    return nullptr;
+// The counters a site's increment may be on, most likely first: the buffer of the module
+// that ran the site (nn_module_stack), then the one beside running_mean's buffer. They
+// differ when modules share buffers: torch reads shared running statistics through one
+// placeholder while each module counts on its own, and reads a module registered under
+// two names through the placeholders of the name it was called by last.
+std::vector<Value*> counterCandidates(const Graph& graph, const Match& site) {
+  std::vector<Value*> candidates;
+  if (!isTracked(site)) return candidates;
+  auto add = [&](Value* counter) {
+    if (counter != nullptr &&
+        std::find(candidates.begin(), candidates.end(), counter) == candidates.end()) {
+      candidates.push_back(counter);
+    }
+  };
+  const std::string module = site.root->modulePath();
+  if (!module.empty()) add(graph.bufferInput(module + "." + std::string(kCounter)));
+  const SignatureSpec* spec = graph.inputSpecOf(site.arg("running_mean").tensor());
+  if (spec != nullptr && spec->kind == "buffer") {
+    const std::string& name = spec->target;
+    if (name.size() >= kRunningMean.size() &&
+        name.compare(name.size() - kRunningMean.size(), kRunningMean.size(), kRunningMean) == 0) {
+      add(graph.bufferInput(name.substr(0, name.size() - kRunningMean.size()) +
+                            std::string(kCounter)));
+    }
   }
-  return graph.bufferInput(name.substr(0, name.size() - kRunningMean.size()) +
-                           std::string(kCounter));
+  return candidates;
 }
 
 // The increment that reads `value`, if any.
@@ -135,10 +150,18 @@ class BatchNormPass final : public ModePass {
     std::unordered_map<const Value*, const Node*> previous_site;
     for (const Match& m : matchAll(graph, batchNormPattern())) {
       if (!isTracked(m)) continue;
-      Value* counter = counterOf(graph, m);
-      const Node*& previous = previous_site[counter];
-      Node* increment = counter != nullptr ? incrementOf(*counter, *m.root, previous) : nullptr;
-      previous = m.root;
+      // The increment, on whichever candidate counter has one; a new one goes on the first.
+      const std::vector<Value*> candidates = counterCandidates(graph, m);
+      Value* counter = candidates.empty() ? nullptr : candidates.front();
+      Node* increment = nullptr;
+      for (Value* candidate : candidates) {
+        const Node*& previous = previous_site[candidate];
+        if (increment == nullptr) {
+          increment = incrementOf(*candidate, *m.root, previous);
+          if (increment != nullptr) counter = candidate;
+        }
+        previous = m.root;
+      }
       if (literalFlag(*m.root, "training") == train) continue;
       plan.push_back({m.root, counter, increment});
     }
