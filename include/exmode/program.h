@@ -62,6 +62,8 @@ struct NamedArgument {
   std::string name;
   Argument arg;
   RawJson kind;  // the ArgumentKind field ("1", "2") or empty when absent
+  // Fields the schema may add later, kept in order and written after `kind`.
+  std::vector<std::pair<std::string, RawJson>> extra = {};
 };
 
 // What defines a value: a graph input or a node output.

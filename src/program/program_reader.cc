@@ -190,6 +190,11 @@ class ProgramReader {
       named.arg = readArgument(field(in, "arg", arg_where), arg_where, &n, Role::kUse);
       dom::element kind;
       if (in.at_key("kind").get(kind) == simdjson::SUCCESS) named.kind = raw(kind);
+      for (auto f : in) {
+        if (f.key != "name" && f.key != "arg" && f.key != "kind") {
+          named.extra.emplace_back(std::string(f.key), raw(f.value));
+        }
+      }
       n.inputs_.push_back(std::move(named));
     }
     for (dom::element output : array(field(o, "outputs", where), where + " outputs")) {

@@ -91,6 +91,12 @@ class ProgramWriter {
             out_ += ", \"kind\": ";
             out_ += in.kind;
           }
+          for (const auto& [extra_key, extra_raw] : in.extra) {
+            out_ += ", ";
+            json::appendString(out_, extra_key);
+            out_ += ": ";
+            out_ += extra_raw;
+          }
           out_ += '}';
         });
       }

@@ -373,3 +373,46 @@ TEST(Passes, NotesBatchNormThatCannotTrackStatistics) {
 
 }  // namespace
 }  // namespace exmode
+
+namespace exmode {
+namespace {
+
+// Two batch norms sharing running statistics, as torch exports them: both sites read bn1's
+// statistics, but each module counts on its own counter.
+std::string sharedStats(bool train) {
+  auto args = [&](const std::string& input, const std::string& module) {
+    return testing::tensorInput("input", input) + ", " +
+           testing::tensorInput("weight", "p_" + module + "_weight") + ", " +
+           testing::tensorInput("bias", "p_" + module + "_bias") + ", " +
+           testing::tensorInput("running_mean", "b_bn1_running_mean") + ", " +
+           testing::tensorInput("running_var", "b_bn1_running_var") + ", " +
+           testing::boolInput("training", train) + ", " + testing::floatInput("momentum", 0.1) +
+           ", " + testing::floatInput("eps", 1e-5) + ", " +
+           testing::boolInput("cudnn_enabled", false);
+  };
+  std::vector<testing::TestNode> nodes;
+  if (train)
+    nodes.push_back({"add_", "aten.add_.Tensor",
+                     testing::tensorInput("self", "b_bn1_num_batches_tracked") + ", " +
+                         testing::intInput("other", 1),
+                     "bn1"});
+  nodes.push_back({"batch_norm", "aten.batch_norm.default", args("x", "bn1"), "bn1"});
+  if (train)
+    nodes.push_back({"add__1", "aten.add_.Tensor",
+                     testing::tensorInput("self", "b_bn2_num_batches_tracked") + ", " +
+                         testing::intInput("other", 1),
+                     "bn2"});
+  nodes.push_back({"batch_norm_1", "aten.batch_norm.default", args("batch_norm", "bn2"), "bn2"});
+  return testing::makeProgram({"p_bn1_weight", "p_bn1_bias", "p_bn2_weight", "p_bn2_bias"},
+                              {"b_bn1_running_mean", "b_bn1_running_var",
+                               "b_bn1_num_batches_tracked", "b_bn2_num_batches_tracked"},
+                              nodes, "batch_norm_1");
+}
+
+TEST(Passes, ModulesSharingStatisticsCountOnTheirOwnCounters) {
+  EXPECT_EQ(printed(switched(sharedStats(true), Mode::kEval)), printed(sharedStats(false)));
+  EXPECT_EQ(printed(switched(sharedStats(false), Mode::kTrain)), printed(sharedStats(true)));
+}
+
+}  // namespace
+}  // namespace exmode

@@ -46,6 +46,17 @@ TEST(Program, WritesBackTheSameJson) {
   EXPECT_EQ(input, output);  // torch's separators, so even the bytes agree
 }
 
+TEST(Program, KeepsFieldsItDoesNotModel) {
+  std::string input = bnDropoutTrainProgram();
+  const std::string from = "{\"name\": \"p\", \"arg\": {\"as_float\": 0.3}, \"kind\": 1}";
+  const std::string to =
+      "{\"name\": \"p\", \"arg\": {\"as_float\": 0.3}, \"kind\": 1, \"future\": [1, {\"x\": "
+      "null}]}";
+  input.replace(input.find(from), from.size(), to);
+  auto program = Program::parse(input, "t.json");
+  EXPECT_EQ(program->toJson(), input);  // also the top-level "future_field" of the fixture
+}
+
 TEST(Program, PrintsGraph) {
   auto program = Program::parse(bnDropoutTrainProgram(), "t.json");
   const std::string text = printGraph(program->graph());
