@@ -35,9 +35,7 @@ const Pattern& attentionPattern() {
 }
 
 bool inMultiheadAttention(const Node& node) {
-  const std::string type = node.moduleType();
-  return type.size() >= kModuleType.size() &&
-         type.compare(type.size() - kModuleType.size(), kModuleType.size(), kModuleType) == 0;
+  return node.moduleType().ends_with(kModuleType);
 }
 
 double graphP(const Node& node) {

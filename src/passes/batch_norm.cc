@@ -70,8 +70,7 @@ std::vector<Value*> counterCandidates(const Graph& graph, const Match& site) {
   const SignatureSpec* spec = graph.inputSpecOf(site.arg("running_mean").tensor());
   if (spec != nullptr && spec->kind == "buffer") {
     const std::string& name = spec->target;
-    if (name.size() >= kRunningMean.size() &&
-        name.compare(name.size() - kRunningMean.size(), kRunningMean.size(), kRunningMean) == 0) {
+    if (name.ends_with(kRunningMean)) {
       add(graph.bufferInput(name.substr(0, name.size() - kRunningMean.size()) +
                             std::string(kCounter)));
     }

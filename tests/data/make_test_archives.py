@@ -14,6 +14,7 @@ Archives (all exported with torch.export.export and saved with torch.export.save
 """
 
 import json
+import sys
 import zipfile
 from pathlib import Path
 
@@ -21,21 +22,12 @@ import torch
 import torch.nn as nn
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "python"))
+import models  # noqa: E402  (the test models' helpers, shared with the Python suite)
 
 
 def _randomize_batch_norms(module):
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                if m.affine:
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                    m.bias.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
-                if m.track_running_stats:
-                    m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 2 - 1)
-                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                    m.num_batches_tracked.fill_(7)
-    return module
+    return models._randomize_batch_norms(module, seed=1)
 
 
 class BatchNormTwice(nn.Module):
