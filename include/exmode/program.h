@@ -170,7 +170,6 @@ class Graph {
   const std::vector<NestedNode>& nestedNodes() const { return nested_nodes_; }
   // Recomputes Node::order() after insertions.
   void renumber();
-  bool isValidName(std::string_view name) const { return tryGetValue(name) == nullptr; }
   // A fresh value name `base`, `base_1`, `base_2`, ... not used in the graph.
   std::string freshName(std::string_view base) const;
 

@@ -58,11 +58,6 @@ class ProgramReader {
   }
 
  private:
-  // Where in the document we are, for error messages.
-  struct Context {
-    std::string where;
-  };
-
   [[noreturn]] void fail(const std::string& what) const {
     throw Error(ErrorKind::kBadProgram, program_.source_name_ + ": " + what);
   }

@@ -262,20 +262,14 @@ def program_sites(program):
             _, train = _arg(node, "train")
             sites.append({"node": node["name"], "op": op, "module": module_path(node),
                           "mode": "train" if train else "eval", "p": p})
-        elif op in BATCH_NORM_OPS:
+        elif op in BATCH_NORM_OPS or op in INSTANCE_NORM_OPS:
+            # Norms: the mode is `training` (batch norm) or `use_input_stats` (instance norm),
+            # and fixed without running statistics.
             kind, _ = _arg(node, "running_mean")
-            _, training = _arg(node, "training")
+            _, flag = _arg(node, "training" if op in BATCH_NORM_OPS else "use_input_stats")
             _, momentum = _arg(node, "momentum")
             _, eps = _arg(node, "eps")
-            mode = "fixed" if kind == "as_none" else ("train" if training else "eval")
-            sites.append({"node": node["name"], "op": op, "module": module_path(node), "mode": mode,
-                          "momentum": momentum, "eps": eps})
-        elif op in INSTANCE_NORM_OPS:
-            kind, _ = _arg(node, "running_mean")
-            _, use_input_stats = _arg(node, "use_input_stats")
-            _, momentum = _arg(node, "momentum")
-            _, eps = _arg(node, "eps")
-            mode = "fixed" if kind == "as_none" else ("train" if use_input_stats else "eval")
+            mode = "fixed" if kind == "as_none" else ("train" if flag else "eval")
             sites.append({"node": node["name"], "op": op, "module": module_path(node), "mode": mode,
                           "momentum": momentum, "eps": eps})
         elif op in RRELU_OPS:
