@@ -38,6 +38,7 @@ struct Change {
   std::string module;  // module path from nn_module_stack
   std::string before;  // e.g. "training=True"
   std::string after;
+  const Node* site = nullptr;  // the node changed; valid while the program is unchanged
 };
 
 struct SwitchReport {

@@ -7,6 +7,8 @@
 // graph's by-target index, so matching costs time linear in the matching nodes.
 #pragma once
 
+#include <absl/container/inlined_vector.h>
+
 #include <functional>
 #include <memory>
 #include <optional>
@@ -64,13 +66,17 @@ class Pattern {
   std::string node_capture_;
 };
 
+// Captures are few per pattern: kept inline, named by views of the pattern's capture
+// names, so a Match is valid while its Pattern lives.
 struct Match {
   Node* root = nullptr;
-  std::unordered_map<std::string, const NamedArgument*> args;
-  std::unordered_map<std::string, Node*> nodes;
-  const Argument& arg(const std::string& capture) const;  // the capture must exist
+  absl::InlinedVector<std::pair<std::string_view, const NamedArgument*>, 4> args;
+  absl::InlinedVector<std::pair<std::string_view, Node*>, 2> nodes;
+  const Argument& arg(std::string_view capture) const;  // the capture must exist
   // The captured argument, or null when the node omits it.
-  const Argument* tryArg(const std::string& capture) const;
+  const Argument* tryArg(std::string_view capture) const;
+  // The node captured as `capture`, or null.
+  Node* node(std::string_view capture) const;
 };
 
 // Finds every match of `pattern` in graph order. Never mutates the graph.

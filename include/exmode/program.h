@@ -7,6 +7,8 @@
 // with torch's separators) and written back unchanged, in its original order.
 #pragma once
 
+#include <absl/container/flat_hash_map.h>
+
 #include <cstdint>
 #include <deque>
 #include <list>
@@ -27,8 +29,11 @@ namespace rewrite {
 class Rewriter;
 }
 
-// JSON text of a part the IR does not model, owned by the program (its arena).
+// JSON text owned by the program: a view into the source document, or into the program's
+// arena for text a rewrite created.
 using RawJson = std::string_view;
+// What simdjson may read past the end of a document (Program::parseInPlace).
+inline constexpr std::size_t kJsonPadding = 64;
 
 // A value's name token inside raw JSON text: where to splice the current name on output.
 struct Ref {
@@ -44,11 +49,17 @@ struct RefText {
   std::vector<Ref> refs;
 };
 
+// How the IR writes back what it read: an item (node, argument, signature entry) that
+// still has its `source` text is written as that text, byte for byte. The rewriter clears
+// `source` of every item it changes (and of the node holding it); such items are written
+// from their fields, with torch's separators.
+
 // One `Argument` tagged union: `kind` is the tag ("as_tensor", "as_float", ...), `payload`
 // the tagged value. Tensor-like kinds list the values they reference in payload.refs.
 struct Argument {
-  std::string kind;
+  std::string_view kind;
   RefText payload;
+  RawJson source;  // the whole {"<kind>": <payload>} text, until changed
 
   bool isNone() const { return kind == "as_none"; }
   // The single value of an `as_tensor` (or present `as_optional_tensor`); null otherwise.
@@ -59,40 +70,48 @@ struct Argument {
 };
 
 struct NamedArgument {
-  std::string name;
+  std::string_view name;
   Argument arg;
   RawJson kind;  // the ArgumentKind field ("1", "2") or empty when absent
   // Fields the schema may add later, kept in order and written after `kind`.
-  std::vector<std::pair<std::string, RawJson>> extra = {};
+  std::vector<std::pair<std::string_view, RawJson>> extra = {};
+  RawJson source = {};  // the whole {"name": ..., "arg": ...} text, until changed
 };
 
 // What defines a value: a graph input or a node output.
 class Value {
  public:
-  const std::string& name() const { return name_; }
+  std::string_view name() const { return name_; }
   Node* producer() const { return producer_; }  // null for graph inputs
   // Nodes reading this value, once per reference, in no particular order.
   const std::vector<Node*>& users() const { return users_; }
   // Tensor metadata from `tensor_values` (raw TensorMeta), empty if it has none.
   RawJson tensorMeta() const { return tensor_meta_; }
+  // A symbol listed in sym_*_values that no node defines.
+  bool isDeclaredSymbol() const { return declared_symbol_; }
+  // Position in the graph's value storage (dense, for side tables).
+  std::size_t index() const { return index_; }
 
  private:
   friend class Graph;
   friend class ProgramReader;
   friend class ProgramWriter;
   friend class rewrite::Rewriter;
-  std::string name_;
+  std::string_view name_;
   Node* producer_ = nullptr;
   std::vector<Node*> users_;
   RawJson tensor_meta_;
+  RawJson tensor_entry_;  // the `"name": {...}` member of tensor_values it was read from
+  std::uint32_t index_ = 0;  // position in the graph's value storage
   bool erased_ = false;
+  bool declared_symbol_ = false;  // listed in sym_*_values, defined by no node
 };
 
 class Node {
  public:
-  const std::string& name() const { return name_; }
+  std::string_view name() const { return name_; }
   // The operator, e.g. "torch.ops.aten.batch_norm.default".
-  const std::string& target() const { return target_; }
+  std::string_view target() const { return target_; }
   const std::vector<NamedArgument>& inputs() const { return inputs_; }
   const std::vector<Argument>& outputs() const { return outputs_; }
   // The named input, or null when absent (arguments left at their default are omitted).
@@ -115,15 +134,20 @@ class Node {
   friend class ProgramReader;
   friend class ProgramWriter;
   friend class rewrite::Rewriter;
-  std::string name_;
-  std::string target_;
+  std::string_view name_;
+  std::string_view target_;
   std::vector<NamedArgument> inputs_;
   std::vector<Argument> outputs_;
   RawJson metadata_;
+  // The metadata's members (key, raw string token), read with the node: metadata is a
+  // flat dict[str, str] that passes query per site.
+  std::vector<std::pair<std::string_view, RawJson>> metadata_fields_;
   // All members of the node object in source order (key, raw value). Modeled members are
   // written from the fields above; the rest verbatim.
-  std::vector<std::pair<std::string, RawJson>> members_;
+  std::vector<std::pair<std::string_view, RawJson>> members_;
+  RawJson source_;  // the node's whole text, until changed
   std::size_t order_ = 0;
+  bool erased_ = false;
   std::list<std::unique_ptr<Node>>::iterator self_;
 };
 
@@ -131,16 +155,17 @@ class Node {
 // payload with its value references, and the state-dict name it names, if any
 // (parameter_name, buffer_name, tensor_constant_name, custom_obj_name, user_input_name).
 struct SignatureSpec {
-  std::string kind;
+  std::string_view kind;
   RefText payload;
-  std::string target;
+  std::string_view target;
+  RawJson source;  // the whole {"<kind>": {...}} text, until changed
   Value* value() const { return payload.refs.empty() ? nullptr : payload.refs.front().value; }
 };
 
 // A node inside a nested graph.
 struct NestedNode {
   const Node* owner = nullptr;  // the top-level node whose argument holds the graph
-  std::string target;
+  std::string_view target;
 };
 
 // The graph of one program and its signature. Owns nodes and values. All mutation goes
@@ -157,9 +182,11 @@ class Graph {
 
   Value* tryGetValue(std::string_view name) const;
   Value& getValue(std::string_view name) const;  // throws Error(kBadProgram)
-  // The input spec whose placeholder is `value`, or null.
+  // Every value defined so far; Value::index_ indexes it.
+  std::size_t valueCount() const { return value_storage_.size(); }
+  // The input spec whose placeholder is `value`, or null. Indexed on first use.
   const SignatureSpec* inputSpecOf(const Value* value) const;
-  // The placeholder of the buffer with this state-dict name, or null.
+  // The placeholder of the buffer with this state-dict name, or null. Indexed on first use.
   Value* bufferInput(std::string_view buffer_name) const;
   // Nodes with the given target, in graph order. Built on demand, kept current by the
   // rewriter; the anchor index of the pattern matcher.
@@ -168,7 +195,8 @@ class Graph {
   // autocast and no_grad regions), with the top-level node that holds them. Nested graphs
   // are kept verbatim; this list lets passes see what they contain.
   const std::vector<NestedNode>& nestedNodes() const { return nested_nodes_; }
-  // Recomputes Node::order() after insertions.
+  // Recomputes Node::order() after insertions (a no-op when none happened: erasing keeps
+  // the order of the nodes left).
   void renumber();
   // A fresh value name `base`, `base_1`, `base_2`, ... not used in the graph.
   std::string freshName(std::string_view base) const;
@@ -177,20 +205,34 @@ class Graph {
   friend class ProgramReader;
   friend class ProgramWriter;
   friend class rewrite::Rewriter;
+  void indexInputSpecs() const;
   NodeList nodes_;
   std::vector<Argument> inputs_;
   std::vector<Argument> outputs_;
   std::vector<SignatureSpec> input_specs_;
   std::vector<SignatureSpec> output_specs_;
   std::deque<Value> value_storage_;
-  std::unordered_map<std::string_view, Value*> values_;
+  // Open-addressing maps (abseil's SwissTable): value lookups by name are the reader's
+  // hottest operation.
+  absl::flat_hash_map<std::string_view, Value*> values_;
   // tensor_values in source order, then values added by rewrites.
   std::vector<Value*> tensor_value_order_;
-  mutable std::unordered_map<std::string, std::vector<Node*>> by_target_;
+  mutable absl::flat_hash_map<std::string_view, std::vector<Node*>> by_target_;
   mutable bool by_target_valid_ = false;
+  bool order_stale_ = false;  // nodes were inserted since the last renumber()
+  // Erased nodes stay allocated until the graph goes, so the target index can drop them
+  // lazily (erased_nodes_ ones are skipped) instead of being rebuilt.
+  std::vector<std::unique_ptr<Node>> erased_nodes_;
+  mutable bool by_target_has_erased_ = false;
+  // Input specs by placeholder and buffer placeholders by state-dict name.
+  mutable absl::flat_hash_map<const Value*, std::size_t> input_spec_index_;
+  mutable absl::flat_hash_map<std::string_view, Value*> buffer_index_;
+  mutable bool input_specs_indexed_ = false;
+  // The last suffix freshName() gave out per base name.
+  mutable std::unordered_map<std::string, std::size_t> fresh_suffix_;
   // Members of the graph and signature objects in source order (key, raw value).
-  std::vector<std::pair<std::string, RawJson>> graph_members_;
-  std::vector<std::pair<std::string, RawJson>> signature_members_;
+  std::vector<std::pair<std::string_view, RawJson>> graph_members_;
+  std::vector<std::pair<std::string_view, RawJson>> signature_members_;
   std::vector<NestedNode> nested_nodes_;
 };
 
@@ -202,37 +244,54 @@ struct SchemaVersion {
 // The schema major this build reads and writes.
 inline constexpr std::int64_t kSupportedSchemaMajor = 8;
 
+// A serialized program as a sequence of byte ranges (views into the program's source and
+// arena, and text the writer made), so unchanged text is never copied. Valid while the
+// Program lives and is not changed.
+struct SerializedProgram {
+  std::vector<std::string_view> chunks;
+  std::deque<std::string> owned;  // the writer's own text
+  std::size_t size = 0;
+  std::string join() const;
+};
+
 // One ExportedProgram: the graph plus every other field, kept verbatim.
 class Program {
  public:
-  // Parses and verifies program JSON. `source_name` names the file (and record) in errors.
-  // Throws Error(kBadProgram) with one line saying what is wrong.
+  // Parses and verifies program JSON, keeping a copy of it. `source_name` names the file
+  // (and record) in errors. Throws Error(kBadProgram) with one line saying what is wrong.
   static std::unique_ptr<Program> parse(std::string_view json, std::string source_name);
+  // As parse(), without the copy: `json` must outlive the program and be followed by at
+  // least kJsonPadding readable bytes (such as a record inside a mapped archive).
+  static std::unique_ptr<Program> parseInPlace(std::string_view json, std::string source_name);
 
   Graph& graph() { return graph_; }
   const Graph& graph() const { return graph_; }
   SchemaVersion schemaVersion() const { return schema_version_; }
   const std::string& sourceName() const { return source_name_; }
   // Module paths (fqn) of the module call graph, in order.
-  const std::vector<std::string>& moduleCallGraphFqns() const { return module_fqns_; }
+  const std::vector<std::string_view>& moduleCallGraphFqns() const { return module_fqns_; }
 
   // Checks the graph invariants; throws Error(kBadProgram) naming the first violation.
   void verify() const;
   // Serializes the program; verifies first.
   std::string toJson() const;
+  SerializedProgram serialize() const;
   // Keeps `text` alive as long as the program and returns a view of it.
   RawJson keep(std::string text);
 
  private:
   friend class ProgramReader;
   friend class ProgramWriter;
+  static std::unique_ptr<Program> parseSource(std::string_view json, std::string source_name);
   std::string source_name_;
+  std::string owned_source_;  // the copy parse() makes, padded
+  RawJson source_;            // the JSON the program was read from
   std::deque<std::string> arena_;
   Graph graph_;
   SchemaVersion schema_version_;
-  std::vector<std::string> module_fqns_;
-  std::vector<std::pair<std::string, RawJson>> top_members_;
-  std::vector<std::pair<std::string, RawJson>> graph_module_members_;
+  std::vector<std::string_view> module_fqns_;
+  std::vector<std::pair<std::string_view, RawJson>> top_members_;
+  std::vector<std::pair<std::string_view, RawJson>> graph_module_members_;
 };
 
 // Every op target starts with this.

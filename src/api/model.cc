@@ -9,12 +9,21 @@ std::unique_ptr<Model> Model::open(const std::filesystem::path& path) {
   auto model = std::unique_ptr<Model>(new Model());
   model->reader_ = std::make_unique<archive::ArchiveReader>(path);
   const archive::ArchiveReader& reader = *model->reader_;
+  std::error_code error;
+  const std::uintmax_t file_size = std::filesystem::file_size(path, error);
+  if (error) throw Error(ErrorKind::kIo, path.string() + ": cannot stat: " + error.message());
   for (const std::string& record : reader.programNames()) {
     const std::string name =
         record.substr(archive::kModelsDir.size(), record.size() - archive::kModelsDir.size() -
                                                       archive::kModelsExtension.size());
     const archive::Record* r = reader.find(record);
-    auto program = Program::parse(reader.checkedData(*r), path.string() + ": " + record);
+    const std::string_view json = reader.checkedData(*r);
+    std::string name_in_errors = path.string() + ": " + record;
+    // Parsed in place in the map when the archive has bytes to spare after the record
+    // (there always are: the central directory follows), copied otherwise.
+    const bool padded = r->data_offset + r->size + kJsonPadding <= file_size;
+    auto program = padded ? Program::parseInPlace(json, std::move(name_in_errors))
+                          : Program::parse(json, std::move(name_in_errors));
     model->entries_.push_back({name, record, std::move(program), false});
   }
   if (model->entries_.empty()) {

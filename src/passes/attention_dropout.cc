@@ -50,7 +50,7 @@ std::optional<double> savedP(const Node& node) {
   const char* end = text.data() + text.size();
   auto [ptr, ec] = std::from_chars(text.data(), end, p);
   if (ec != std::errc() || ptr != end || !(p >= 0.0 && p <= 1.0)) {
-    throw Error(ErrorKind::kBadProgram, "node '" + node.name() + "': metadata " +
+    throw Error(ErrorKind::kBadProgram, "node '" + std::string(node.name()) + "': metadata " +
                                             std::string(kSavedP) + " is '" + text +
                                             "', not a probability");
   }

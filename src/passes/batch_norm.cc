@@ -69,9 +69,9 @@ std::vector<Value*> counterCandidates(const Graph& graph, const Match& site) {
   if (!module.empty()) add(graph.bufferInput(module + "." + std::string(kCounter)));
   const SignatureSpec* spec = graph.inputSpecOf(site.arg("running_mean").tensor());
   if (spec != nullptr && spec->kind == "buffer") {
-    const std::string& name = spec->target;
+    const std::string_view name = spec->target;
     if (name.ends_with(kRunningMean)) {
-      add(graph.bufferInput(name.substr(0, name.size() - kRunningMean.size()) +
+      add(graph.bufferInput(std::string(name.substr(0, name.size() - kRunningMean.size())) +
                             std::string(kCounter)));
     }
   }

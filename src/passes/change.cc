@@ -7,15 +7,17 @@ namespace exmode::passes {
 
 bool literalFlag(const Node& node, std::string_view name) {
   const NamedArgument* in = node.input(name);
-  const std::string where =
-      "node '" + node.name() + "' (" + std::string(shortTarget(node.target())) + ")";
+  auto where = [&] {
+    return "node '" + std::string(node.name()) + "' (" + std::string(shortTarget(node.target())) +
+           ")";
+  };
   if (in == nullptr) {
-    throw Error(ErrorKind::kBadProgram, where + " has no '" + std::string(name) + "' argument");
+    throw Error(ErrorKind::kBadProgram, where() + " has no '" + std::string(name) + "' argument");
   }
   auto value = in->arg.asBool();
   if (!value) {
-    throw Error(ErrorKind::kUnsupported, where + ": '" + std::string(name) + "' is " +
-                                             in->arg.kind + ", not a literal bool");
+    throw Error(ErrorKind::kUnsupported, where() + ": '" + std::string(name) + "' is " +
+                                             std::string(in->arg.kind) + ", not a literal bool");
   }
   return *value;
 }

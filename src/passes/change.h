@@ -10,8 +10,8 @@
 namespace exmode::passes {
 
 inline Change makeChange(const Node& node, std::string before, std::string after) {
-  return {node.name(), std::string(shortTarget(node.target())), node.modulePath(),
-          std::move(before), std::move(after)};
+  return {std::string(node.name()), std::string(shortTarget(node.target())), node.modulePath(),
+          std::move(before), std::move(after), &node};
 }
 
 inline const char* pythonBool(bool value) { return value ? "True" : "False"; }

@@ -73,7 +73,7 @@ class FunctionalIrPass final : public ModePass {
     for (const Site& site : sites) {
       if (site.state == Site::State::kFixed || site.state == wanted) continue;
       throw Error(ErrorKind::kUnsupported,
-                  "node '" + site.node->name() + "' (" +
+                  "node '" + std::string(site.node->name()) + "' (" +
                       std::string(shortTarget(site.node->target())) +
                       ") belongs to the functional IR of run_decompositions(), which exmode "
                       "does not switch yet; switch the program before decomposing it");

@@ -66,7 +66,7 @@ class RreluPass final : public ModePass {
       if (train) {
         for (const Default& d : kScalarDefaults) {
           if (node.input(d.name) == nullptr) {
-            rewriter.insertInput(node, {std::string(d.name), rewriter.floatArg(d.value), "1"},
+            rewriter.insertInput(node, {d.name, rewriter.floatArg(d.value), "1"},
                                  "training");
           }
         }

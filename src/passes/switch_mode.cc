@@ -70,11 +70,18 @@ auto namingTheProgram(const Program& program, F f) {
 }
 
 // Passes run one after the other; the report reads in graph order.
-void sortByGraphOrder(const Graph& graph, std::vector<Change>& changes) {
-  std::unordered_map<std::string_view, std::size_t> order;
-  for (const auto& node : graph.nodes()) order.emplace(node->name(), node->order());
-  std::stable_sort(changes.begin(), changes.end(),
-                   [&](const Change& a, const Change& b) { return order[a.node] < order[b.node]; });
+// Sites are never erased by a switch, so every change's node is still in the graph. Sorts
+// positions, then moves each change once.
+void sortByGraphOrder(std::vector<Change>& changes) {
+  std::vector<std::size_t> order(changes.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return changes[a].site->order() < changes[b].site->order();
+  });
+  std::vector<Change> sorted;
+  sorted.reserve(changes.size());
+  for (std::size_t i : order) sorted.push_back(std::move(changes[i]));
+  changes = std::move(sorted);
 }
 
 // Nested graphs are kept verbatim and not switched: a mode-sensitive op inside one makes
@@ -85,7 +92,7 @@ void refuseNestedSites(const Graph& graph) {
       const auto& targets = pass->targets();
       if (std::find(targets.begin(), targets.end(), nested.target) == targets.end()) continue;
       throw Error(ErrorKind::kUnsupported,
-                  "node '" + nested.owner->name() + "' (" +
+                  "node '" + std::string(nested.owner->name()) + "' (" +
                       std::string(shortTarget(nested.owner->target())) +
                       ") holds a nested graph with " + std::string(shortTarget(nested.target)) +
                       ", and exmode does not switch inside nested graphs (torch.cond, autocast, "
@@ -112,7 +119,7 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name)
     rewrite::Rewriter rewriter(program);
     for (const ModePass* pass : modePasses()) pass->apply(rewriter, target, report);
     program.graph().renumber();
-    sortByGraphOrder(program.graph(), report.changes);
+    sortByGraphOrder(report.changes);
     report.after = detectMode(collectSites(program.graph()));
     return report;
   });

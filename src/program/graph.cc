@@ -1,10 +1,10 @@
 // Read-only queries on the IR: arguments, nodes, values and the graph's indexes.
-#include <simdjson.h>
-
 #include <charconv>
+#include <stdexcept>
 
 #include "exmode/error.h"
 #include "exmode/program.h"
+#include "program/json_text.h"
 
 namespace exmode {
 
@@ -56,12 +56,18 @@ const NamedArgument* Node::input(std::string_view name) const {
 Value* Node::output() const { return outputs_.size() == 1 ? outputs_.front().tensor() : nullptr; }
 
 std::string Node::metadataField(std::string_view key) const {
-  if (metadata_.empty()) return {};
-  simdjson::dom::parser parser;
-  simdjson::padded_string padded(metadata_);
-  std::string_view value;
-  if (parser.parse(padded).at_key(key).get_string().get(value) != simdjson::SUCCESS) return {};
-  return std::string(value);
+  for (const auto& [field, token] : metadata_fields_) {
+    if (field != key) continue;
+    if (token.size() < 2 || token.front() != '"') return {};  // not a string
+    const std::string_view inner = token.substr(1, token.size() - 2);
+    if (inner.find('\\') == std::string_view::npos) return std::string(inner);
+    try {
+      return json::unescapeString(token);
+    } catch (const std::invalid_argument&) {
+      return {};
+    }
+  }
+  return {};
 }
 
 namespace {
@@ -102,18 +108,26 @@ Value& Graph::getValue(std::string_view name) const {
   return *value;
 }
 
-const SignatureSpec* Graph::inputSpecOf(const Value* value) const {
-  for (const SignatureSpec& spec : input_specs_) {
-    if (spec.value() == value) return &spec;
+void Graph::indexInputSpecs() const {
+  if (input_specs_indexed_) return;
+  for (std::size_t i = 0; i < input_specs_.size(); ++i) {
+    const SignatureSpec& spec = input_specs_[i];
+    if (spec.value() != nullptr) input_spec_index_.emplace(spec.value(), i);
+    if (spec.kind == "buffer" && !spec.target.empty()) buffer_index_.emplace(spec.target, spec.value());
   }
-  return nullptr;
+  input_specs_indexed_ = true;
+}
+
+const SignatureSpec* Graph::inputSpecOf(const Value* value) const {
+  indexInputSpecs();
+  auto it = input_spec_index_.find(value);
+  return it == input_spec_index_.end() ? nullptr : &input_specs_[it->second];
 }
 
 Value* Graph::bufferInput(std::string_view buffer_name) const {
-  for (const SignatureSpec& spec : input_specs_) {
-    if (spec.kind == "buffer" && spec.target == buffer_name) return spec.value();
-  }
-  return nullptr;
+  indexInputSpecs();
+  auto it = buffer_index_.find(buffer_name);
+  return it == buffer_index_.end() ? nullptr : it->second;
 }
 
 const std::vector<Node*>& Graph::nodesWithTarget(std::string_view target) const {
@@ -121,21 +135,34 @@ const std::vector<Node*>& Graph::nodesWithTarget(std::string_view target) const 
     by_target_.clear();
     for (const auto& node : nodes_) by_target_[node->target()].push_back(node.get());
     by_target_valid_ = true;
+    by_target_has_erased_ = false;
+  } else if (by_target_has_erased_) {
+    for (auto& [key, nodes] : by_target_) {
+      std::erase_if(nodes, [](const Node* n) { return n->erased_; });
+    }
+    by_target_has_erased_ = false;
   }
   static const std::vector<Node*> kEmpty;
-  auto it = by_target_.find(std::string(target));
+  auto it = by_target_.find(target);
   return it == by_target_.end() ? kEmpty : it->second;
 }
 
 void Graph::renumber() {
+  if (!order_stale_) return;
+  order_stale_ = false;
   std::size_t i = 0;
   for (auto& node : nodes_) node->order_ = i++;
 }
 
 std::string Graph::freshName(std::string_view base) const {
   if (tryGetValue(base) == nullptr) return std::string(base);
-  for (std::size_t i = 1;; ++i) {
-    std::string name = std::string(base) + "_" + std::to_string(i);
+  // Suffixes already tried for this base are remembered, so naming n new values with one
+  // base costs O(n), not O(n^2).
+  std::size_t& next = fresh_suffix_[std::string(base)];
+  for (;;) {
+    std::string name(base);
+    name += '_';
+    name += std::to_string(++next);
     if (tryGetValue(name) == nullptr) return name;
   }
 }

@@ -3,6 +3,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <stdexcept>
 
 namespace exmode::json {
 
@@ -196,6 +197,21 @@ void appendElement(std::string& out, simdjson::dom::element element) {
       out += "null";
       break;
   }
+}
+
+std::string unescapeString(std::string_view token) {
+  // simdjson's string decoding, on a padded copy: tokens with escapes are rare (metadata
+  // text, never names torch writes), so the copy does not matter.
+  std::string result;
+  bool ok = false;
+  {
+    simdjson::dom::parser parser;
+    std::string_view text;
+    ok = parser.parse(simdjson::padded_string(token)).get_string().get(text) == simdjson::SUCCESS;
+    if (ok) result = text;
+  }
+  if (!ok) throw std::invalid_argument("not a JSON string");
+  return result;
 }
 
 }  // namespace exmode::json

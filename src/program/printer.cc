@@ -9,7 +9,11 @@ namespace {
 
 // Tensor references print as %name; everything else as its JSON payload.
 std::string argumentText(const Argument& arg) {
-  if (arg.kind == "as_tensor" && arg.tensor() != nullptr) return "%" + arg.tensor()->name();
+  if (arg.kind == "as_tensor" && arg.tensor() != nullptr) {
+    std::string text = "%";
+    text += arg.tensor()->name();
+    return text;
+  }
   if (arg.kind == "as_none") return "None";
   std::string text;
   appendResolved(text, arg.payload);
@@ -32,7 +36,7 @@ std::string printGraph(const Graph& graph) {
     for (const NamedArgument& in : node->inputs()) {
       if (!first) out += ", ";
       first = false;
-      out += in.name + "=" + argumentText(in.arg);
+      out += std::string(in.name) + "=" + argumentText(in.arg);
     }
     out += ")\n";
   }

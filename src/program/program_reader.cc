@@ -1,28 +1,38 @@
-// Parses program JSON into the IR (see program.h). simdjson validates the whole document
-// first; the graph is then built in one pass, resolving every value reference as it goes,
-// so a use before its definition (a dangling name or a cycle) is reported where it occurs.
+// Parses program JSON into the IR (see program.h) in one forward pass with simdjson's
+// On-Demand API. Nothing is copied: names, targets and the text of every part the IR does
+// not model are views into the source, and each node, argument and signature entry keeps
+// the span of text it was read from, so the writer copies whatever a switch did not change.
+//
+// Uses are resolved as they are read when their value is already defined; the few that
+// are not (graph outputs, which torch writes before the nodes, symbols declared after the
+// nodes, and genuinely dangling or cyclic references) are resolved once the graph is read,
+// and the verifier then checks that every use follows its definition.
+//
+// simdjson checks the whole document's structure and UTF-8 up front; the values the IR
+// reads are checked as they are read. Text the IR keeps verbatim (metadata strings, tensor
+// metadata, unknown fields) is copied as it is, not re-validated member by member.
+#include <absl/container/flat_hash_set.h>
 #include <simdjson.h>
 
 #include <array>
-#include <unordered_set>
+#include <absl/container/flat_hash_set.h>
 
 #include "exmode/error.h"
 #include "exmode/program.h"
 #include "program/json_text.h"
-#include "program/ref_text.h"
 
 namespace exmode {
 
-namespace dom = simdjson::dom;
+namespace od = simdjson::ondemand;
 
 namespace {
 
 // Argument kinds of schema 8.x whose payload holds no value reference.
-constexpr std::array kPlainKinds = {
+constexpr std::array<std::string_view, 17> kPlainKinds = {
     "as_none",    "as_int",       "as_ints",        "as_float",         "as_floats",
     "as_string",  "as_strings",   "as_scalar_type", "as_memory_format", "as_layout",
-    "as_device",  "as_bool",      "as_bools",       "as_graph",         "as_operator",
-    "as_complex", "as_int_lists", "as_float_lists",
+    "as_device",  "as_bool",      "as_bools",       "as_operator",      "as_complex",
+    "as_int_lists", "as_float_lists",
 };
 
 bool isPlainKind(std::string_view kind) {
@@ -32,6 +42,17 @@ bool isPlainKind(std::string_view kind) {
   return false;
 }
 
+bool isSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+std::string_view trimEnd(const char* begin, const char* end) {
+  while (end > begin && isSpace(end[-1])) --end;
+  return {begin, static_cast<std::size_t>(end - begin)};
+}
+
+// Our own recursion (nested argument maps, nested graphs) stops here; simdjson bounds the
+// rest of the document the same way.
+constexpr int kMaxNesting = 256;
+
 }  // namespace
 
 class ProgramReader {
@@ -39,62 +60,198 @@ class ProgramReader {
   ProgramReader(Program& program, std::string_view json) : program_(program), json_(json) {}
 
   void read() {
-    dom::parser parser;
-    dom::element root;
-    if (auto error = parser.parse(json_.data(), json_.size()).get(root)) {
-      fail(std::string("malformed JSON: ") + simdjson::error_message(error));
+    try {
+      readDocument();
+    } catch (const Error&) {
+      // A program of another schema may fail anywhere; say what its version is instead.
+      checkSchemaVersionAfterFailure();
+      throw;
     }
-    dom::object top = object(root, "the program");
-    readSchemaVersion(top);
-    for (auto field : top) {
-      if (field.key == "graph_module") {
-        readGraphModule(object(field.value, "graph_module"));
-        program_.top_members_.emplace_back(std::string(field.key), RawJson{});
-      } else {
-        program_.top_members_.emplace_back(std::string(field.key), raw(field.value));
-      }
-    }
-    if (!seen_graph_module_) fail("missing field 'graph_module'");
   }
 
  private:
+  // ------------------------------------------------------------------ errors and access
+
   [[noreturn]] void fail(const std::string& what) const {
     throw Error(ErrorKind::kBadProgram, program_.source_name_ + ": " + what);
   }
 
-  dom::object object(dom::element e, std::string_view what) const {
-    dom::object o;
-    if (e.get_object().get(o)) fail(std::string(what) + " is not a JSON object");
+  // A failed access: a type mismatch says what was expected; anything else is malformed JSON.
+  [[noreturn]] void failAccess(simdjson::error_code error, std::string_view what,
+                               std::string_view expected) const {
+    if (error == simdjson::INCORRECT_TYPE) fail(std::string(what) + " is not " + std::string(expected));
+    fail(std::string("malformed JSON: ") + simdjson::error_message(error));
+  }
+
+  // Results that cannot fail (some accessors return plain values).
+  template <class T>
+  T get(T value, std::string_view) const {
+    return value;
+  }
+  template <class T>
+  T get(simdjson::simdjson_result<T> result, std::string_view what) const {
+    T value;
+    if (auto error = std::move(result).get(value)) failAccess(error, what, "valid JSON");
+    return value;
+  }
+
+  // `what` says what is read, for messages: a string, or a Where described only on failure.
+  template <class What>
+  od::object object(od::value v, const What& what) const {
+    od::object o;
+    if (auto error = v.get_object().get(o)) failAccess(error, text(what), "a JSON object");
     return o;
   }
-  dom::array array(dom::element e, std::string_view what) const {
-    dom::array a;
-    if (e.get_array().get(a)) fail(std::string(what) + " is not a JSON array");
+  template <class What>
+  od::array array(od::value v, const What& what) const {
+    od::array a;
+    if (auto error = v.get_array().get(a)) failAccess(error, text(what), "a JSON array");
     return a;
   }
-  std::string_view string(dom::element e, std::string_view what) const {
-    std::string_view s;
-    if (e.get_string().get(s)) fail(std::string(what) + " is not a string");
-    return s;
+
+  // Where the value `v` starts in the source (it is not consumed).
+  const char* start(od::value v) const {
+    return get(v.raw_json_token(), "a value").data();
   }
-  dom::element field(dom::object o, std::string_view key, std::string_view owner) const {
-    dom::element e;
-    if (o.at_key(key).get(e)) fail(std::string(owner) + " has no field '" + std::string(key) + "'");
-    return e;
+  // The source text from `begin` to the end of the value just consumed.
+  std::string_view spanFrom(const char* begin) {
+    const char* end = nullptr;
+    if (doc_.current_location().get(end) != simdjson::SUCCESS) end = json_.data() + json_.size();
+    return trimEnd(begin, end);
   }
 
-  RawJson raw(dom::element e) {
-    std::string text;
-    json::appendElement(text, e);
-    return program_.keep(std::move(text));
+  // The raw text of any value, consuming it. Scalars the IR does not model are checked to
+  // be well-formed literals or numbers; objects and arrays are skipped over.
+  RawJson raw(od::value v) {
+    const od::json_type type = get(v.type(), "a value");
+    if (type == od::json_type::object) {
+      od::object o = object(v, "a value");
+      const std::string_view text = get(o.raw_json(), "an object");
+      return trimEnd(text.data(), text.data() + text.size());
+    }
+    if (type == od::json_type::array) {
+      od::array a = array(v, "a value");
+      const std::string_view text = get(a.raw_json(), "an array");
+      return trimEnd(text.data(), text.data() + text.size());
+    }
+    const std::string_view token = get(v.raw_json_token(), "a value");
+    const std::string_view text = trimEnd(token.data(), token.data() + token.size());
+    simdjson::error_code error = simdjson::SUCCESS;
+    if (type == od::json_type::number) {
+      error = v.get_number().error();
+    } else if (type == od::json_type::boolean) {
+      error = v.get_bool().error();
+    } else if (type == od::json_type::null) {
+      error = v.is_null().error();
+      if (!error && text != "null") error = simdjson::N_ATOM_ERROR;
+    } else if (type == od::json_type::string && (text.size() < 2 || text.back() != '"')) {
+      error = simdjson::UNCLOSED_STRING;
+    }
+    if (error) failAccess(error, "a value", "valid JSON");
+    return text;
   }
 
-  void readSchemaVersion(dom::object top) {
-    dom::object version = object(field(top, "schema_version", "the program"), "schema_version");
+  // A string's quoted token (as it is in the source) and its unescaped content.
+  struct StringToken {
+    std::string_view token;
+    std::string_view text;
+  };
+  template <class What>
+  StringToken stringToken(od::value v, const What& what) {
+    if (get(v.type(), "a value") != od::json_type::string) fail(text(what) + " is not a string");
+    const std::string_view raw_token = get(v.raw_json_token(), "a value");
+    const std::string_view token = trimEnd(raw_token.data(), raw_token.data() + raw_token.size());
+    if (token.size() < 2 || token.back() != '"') fail(text(what) + ": unclosed string");
+    std::string_view content = token.substr(1, token.size() - 2);
+    if (content.find('\\') != std::string_view::npos) {
+      std::string_view unescaped;
+      if (auto error = v.get_string().get(unescaped)) failAccess(error, text(what), "a string");
+      content = program_.keep(std::string(unescaped));
+    }
+    return {token, content};
+  }
+  template <class What>
+  std::string_view string(od::value v, const What& what) {
+    return stringToken(v, what).text;
+  }
+
+  // An object key, unescaped. Keys with escapes (torch writes none) are copied.
+  std::string_view key(od::field& field) {
+    const char* raw = field.key().raw();
+    const char* end = json_.data() + json_.size();
+    const char* p = raw;
+    while (p < end && *p != '"' && *p != '\\') ++p;
+    if (p < end && *p == '"') return {raw, static_cast<std::size_t>(p - raw)};
+    std::string_view unescaped;
+    if (auto error = field.unescaped_key().get(unescaped)) failAccess(error, "a key", "a string");
+    return program_.keep(std::string(unescaped));
+  }
+
+  // Iterates an object's fields as (key, value).
+  template <class F>
+  void fields(od::object o, std::string_view what, F each) {
+    for (auto result : o) {
+      od::field field;
+      if (auto error = std::move(result).get(field)) failAccess(error, what, "a JSON object");
+      const std::string_view k = key(field);
+      each(k, field.value());
+    }
+  }
+  template <class F>
+  void elements(od::array a, std::string_view what, F each) {
+    for (auto result : a) {
+      od::value v;
+      if (auto error = std::move(result).get(v)) failAccess(error, what, "a JSON array");
+      each(v);
+    }
+  }
+
+  // ------------------------------------------------------------------ the document
+
+  void readDocument() {
+    if (auto error = parser_.iterate(json_.data(), json_.size(), json_.size() + kJsonPadding)
+                         .get(doc_)) {
+      fail(std::string("malformed JSON: ") + simdjson::error_message(error));
+    }
+    od::json_type type;
+    if (auto error = doc_.type().get(type)) {
+      fail(std::string("malformed JSON: ") + simdjson::error_message(error));
+    }
+    if (type != od::json_type::object) fail("the program is not a JSON object");
+    od::object top;
+    if (auto error = doc_.get_object().get(top)) failAccess(error, "the program", "a JSON object");
+    bool seen_version = false;
+    fields(top, "the program", [&](std::string_view k, od::value v) {
+      if (k == "graph_module") {
+        if (seen_graph_module_) fail("duplicate field 'graph_module'");
+        readGraphModule(object(v, "graph_module"));
+        program_.top_members_.emplace_back(k, RawJson{});
+      } else {
+        const RawJson text = raw(v);
+        if (k == "schema_version") {
+          readSchemaVersion(text);
+          seen_version = true;
+        }
+        program_.top_members_.emplace_back(k, text);
+      }
+    });
+    const char* rest = nullptr;
+    if (doc_.current_location().get(rest) == simdjson::SUCCESS) {
+      fail("malformed JSON: content after the program object");
+    }
+    if (!seen_version) fail("the program has no field 'schema_version'");
+    if (!seen_graph_module_) fail("the program has no field 'graph_module'");
+  }
+
+  // {"major": 8, "minor": 13}, parsed from its raw text.
+  void readSchemaVersion(RawJson text) {
+    od::parser parser;
+    simdjson::padded_string padded(text);
+    od::document doc;
     std::int64_t major = 0;
     std::int64_t minor = 0;
-    if (field(version, "major", "schema_version").get_int64().get(major) ||
-        field(version, "minor", "schema_version").get_int64().get(minor)) {
+    if (parser.iterate(padded).get(doc) || doc["major"].get_int64().get(major) ||
+        doc["minor"].get_int64().get(minor)) {
       fail("schema_version major/minor are not integers");
     }
     if (major != kSupportedSchemaMajor) {
@@ -104,376 +261,607 @@ class ProgramReader {
     program_.schema_version_ = {major, minor};
   }
 
-  void readGraphModule(dom::object gm) {
+  // After a failure: if the document declares another schema major, that is the error.
+  void checkSchemaVersionAfterFailure() {
+    od::parser parser;
+    od::document doc;
+    std::int64_t major = 0;
+    std::int64_t minor = 0;
+    const simdjson::padded_string copy(json_);
+    if (parser.iterate(copy).get(doc) ||
+        doc.find_field_unordered("schema_version")["major"].get_int64().get(major)) {
+      return;
+    }
+    if (doc.find_field_unordered("schema_version")["minor"].get_int64().get(minor)) return;
+    if (major != kSupportedSchemaMajor) {
+      fail("unsupported schema version " + std::to_string(major) + "." + std::to_string(minor) +
+           " (this build reads major " + std::to_string(kSupportedSchemaMajor) + ")");
+    }
+  }
+
+  void readGraphModule(od::object gm) {
     seen_graph_module_ = true;
-    // The graph must be read before the signature, which refers to its values.
-    readGraph(object(field(gm, "graph", "graph_module"), "graph_module.graph"));
-    readSignature(object(field(gm, "signature", "graph_module"), "graph_module.signature"));
-    for (auto f : gm) {
-      const bool modeled = f.key == "graph" || f.key == "signature";
-      program_.graph_module_members_.emplace_back(std::string(f.key),
-                                                  modeled ? RawJson{} : raw(f.value));
-      if (f.key == "module_call_graph") readModuleCallGraph(f.value);
-    }
+    bool seen_graph = false;
+    bool seen_signature = false;
+    fields(gm, "graph_module", [&](std::string_view k, od::value v) {
+      if (k == "graph" && !seen_graph) {
+        seen_graph = true;
+        readGraph(object(v, "graph_module.graph"));
+        program_.graph_module_members_.emplace_back(k, RawJson{});
+      } else if (k == "signature" && !seen_signature) {
+        seen_signature = true;
+        readSignature(object(v, "graph_module.signature"));
+        program_.graph_module_members_.emplace_back(k, RawJson{});
+      } else if (k == "module_call_graph") {
+        const char* begin = start(v);
+        readModuleCallGraph(array(v, "module_call_graph"));
+        program_.graph_module_members_.emplace_back(k, spanFrom(begin));
+      } else {
+        program_.graph_module_members_.emplace_back(k, raw(v));
+      }
+    });
+    if (!seen_graph) fail("graph_module has no field 'graph'");
+    if (!seen_signature) fail("graph_module has no field 'signature'");
+    resolvePending();
   }
 
-  void readModuleCallGraph(dom::element e) {
-    for (dom::element entry : array(e, "module_call_graph")) {
-      dom::object o = object(entry, "module_call_graph entry");
-      program_.module_fqns_.emplace_back(
-          string(field(o, "fqn", "module_call_graph entry"), "module_call_graph fqn"));
-    }
+  void readModuleCallGraph(od::array entries) {
+    elements(entries, "module_call_graph", [&](od::value entry) {
+      bool seen_fqn = false;
+      fields(object(entry, "module_call_graph entry"), "module_call_graph entry",
+             [&](std::string_view k, od::value v) {
+               if (k == "fqn") {
+                 program_.module_fqns_.push_back(string(v, "module_call_graph fqn"));
+                 seen_fqn = true;
+               }
+             });
+      if (!seen_fqn) fail("module_call_graph entry has no field 'fqn'");
+    });
   }
 
-  void readGraph(dom::object g) {
+  // ------------------------------------------------------------------ the graph
+
+  void readGraph(od::object g) {
     Graph& graph = program_.graph_;
-    // Tensor metadata first, so values get it as they are defined.
-    dom::object tensor_values = object(field(g, "tensor_values", "graph"), "graph.tensor_values");
-    for (auto tv : tensor_values) {
-      tensor_meta_.emplace(tv.key, raw(tv.value));
-      tensor_meta_order_.emplace_back(tv.key);
+    std::array<bool, 4> seen{};
+    fields(g, "graph", [&](std::string_view k, od::value v) {
+      if (k == "inputs" && !seen[0]) {
+        seen[0] = true;
+        readArgumentList(array(v, "graph.inputs"), graph.inputs_, "graph input", Role::kDefine);
+      } else if (k == "outputs" && !seen[1]) {
+        seen[1] = true;
+        readArgumentList(array(v, "graph.outputs"), graph.outputs_, "graph output", Role::kUse);
+      } else if (k == "nodes" && !seen[2]) {
+        seen[2] = true;
+        elements(array(v, "graph.nodes"), "graph.nodes", [&](od::value node) { readNode(node); });
+      } else if (k == "tensor_values" && !seen[3]) {
+        seen[3] = true;
+        readTensorValues(object(v, "graph.tensor_values"));
+      } else {
+        if (k == "sym_int_values" || k == "sym_float_values" || k == "sym_bool_values") {
+          const char* begin = start(v);
+          fields(object(v, std::string("graph.") + std::string(k)), "graph symbols",
+                 [&](std::string_view name, od::value) { declared_symbols_.insert(name); });
+          graph.graph_members_.emplace_back(k, spanFrom(begin));
+          return;
+        }
+        graph.graph_members_.emplace_back(k, raw(v));
+        return;
+      }
+      graph.graph_members_.emplace_back(k, RawJson{});
+    });
+    static constexpr std::array<const char*, 4> kNames = {"inputs", "outputs", "nodes",
+                                                          "tensor_values"};
+    for (std::size_t i = 0; i < seen.size(); ++i) {
+      if (!seen[i]) fail(std::string("graph has no field '") + kNames[i] + "'");
     }
-    collectDeclaredSymbols(g);
-    for (dom::element input : array(field(g, "inputs", "graph"), "graph.inputs")) {
-      graph.inputs_.push_back(readArgument(input, "graph input", nullptr, Role::kDefine));
-    }
-    for (dom::element node : array(field(g, "nodes", "graph"), "graph.nodes")) {
-      readNode(node);
-    }
-    for (dom::element output : array(field(g, "outputs", "graph"), "graph.outputs")) {
-      graph.outputs_.push_back(readArgument(output, "graph output", nullptr, Role::kGraphOutput));
-    }
-    for (const std::string_view name : tensor_meta_order_) {
-      // An entry no input or node defines is kept as it is; it defines nothing usable,
-      // since every use was resolved above.
+  }
+
+  void readTensorValues(od::object tensor_values) {
+    Graph& graph = program_.graph_;
+    for (auto result : tensor_values) {
+      od::field field;
+      if (auto error = std::move(result).get(field)) {
+        failAccess(error, "graph.tensor_values", "a JSON object");
+      }
+      const char* entry_begin = field.key().raw() - 1;  // the key's opening quote
+      const std::string_view name = key(field);
+      const RawJson meta = raw(field.value());
+      // An entry no input or node defines is kept as it is: it defines nothing usable.
       Value* value = graph.tryGetValue(name);
-      graph.tensor_value_order_.push_back(value != nullptr ? value : define(name, nullptr));
-    }
-    for (auto f : g) {
-      const bool modeled =
-          f.key == "inputs" || f.key == "outputs" || f.key == "nodes" || f.key == "tensor_values";
-      graph.graph_members_.emplace_back(std::string(f.key), modeled ? RawJson{} : raw(f.value));
-    }
-  }
-
-  // Symbols listed in sym_*_values may be referenced without a defining node.
-  void collectDeclaredSymbols(dom::object g) {
-    for (const char* key : {"sym_int_values", "sym_float_values", "sym_bool_values"}) {
-      dom::object values;
-      if (g.at_key(key).get_object().get(values)) continue;
-      for (auto v : values) declared_symbols_.emplace(v.key);
+      if (value == nullptr) {
+        value = define(name, nullptr, true);
+      } else if (!value->tensor_meta_.empty()) {
+        value = define(name, nullptr, false);  // a repeated key
+      }
+      value->tensor_meta_ = meta;
+      value->tensor_entry_ =
+          std::string_view(entry_begin, static_cast<std::size_t>(meta.data() + meta.size() -
+                                                                 entry_begin));
+      graph.tensor_value_order_.push_back(value);
     }
   }
 
-  enum class Role { kUse, kDefine, kGraphOutput };
+  enum class Role { kUse, kDefine };
 
-  void readNode(dom::element e) {
-    Graph& graph = program_.graph_;
-    dom::object o = object(e, "node");
-    auto node = std::make_unique<Node>();
-    Node& n = *node;
-    std::string_view name;
-    if (o.at_key("name").get_string().get(name) == simdjson::SUCCESS) n.name_ = std::string(name);
-    const std::string where =
-        "node '" + (n.name_.empty() ? std::to_string(graph.nodes_.size()) : n.name_) + "'";
-    n.target_ = std::string(string(field(o, "target", where), where + " target"));
-    for (dom::element input : array(field(o, "inputs", where), where + " inputs")) {
-      dom::object in = object(input, where + " input");
-      NamedArgument named;
-      named.name = std::string(string(field(in, "name", where + " input"), where + " input name"));
-      const std::string arg_where = where + " input '" + named.name + "'";
-      named.arg = readArgument(field(in, "arg", arg_where), arg_where, &n, Role::kUse);
-      dom::element kind;
-      if (in.at_key("kind").get(kind) == simdjson::SUCCESS) named.kind = raw(kind);
-      for (auto f : in) {
-        if (f.key != "name" && f.key != "arg" && f.key != "kind") {
-          named.extra.emplace_back(std::string(f.key), raw(f.value));
+  // The position of an argument, for messages.
+  struct Where {
+    const Node* node = nullptr;       // null for graph inputs/outputs and the signature
+    std::size_t node_index = 0;       // used while the node's name is not known yet
+    std::string_view what;            // "graph output", "input", "output", "input spec", ...
+    std::string_view input_name = {}; // for node inputs
+  };
+
+  std::string text(std::string_view what) const { return std::string(what); }
+  std::string text(const Where& where) const { return describe(where); }
+  struct NameOf {
+    const Where& where;
+  };
+  std::string text(const NameOf& of) const { return describe(of.where) + " name"; }
+
+  std::string describe(const Where& where) const {
+    if (where.node == nullptr) return std::string(where.what);
+    std::string text = "node '";
+    text += nodeName(*where.node, where.node_index);
+    text += "'";
+    if (!where.input_name.empty()) {
+      text += " input '";
+      text += where.input_name;
+      text += "'";
+    } else if (!where.what.empty()) {
+      text += " ";
+      text += where.what;
+    }
+    return text;
+  }
+
+  // A node's name for messages. Torch writes the name last, so when an error comes before
+  // it, the name is looked up by position in a second, error-path-only parse.
+  std::string nodeName(const Node& node, std::size_t index) const {
+    if (!node.name_.empty()) return std::string(node.name_);
+    od::parser parser;
+    od::document doc;
+    od::array nodes;
+    const simdjson::padded_string copy(json_);
+    if (parser.iterate(copy).get(doc) == simdjson::SUCCESS &&
+        doc.at_pointer("/graph_module/graph/nodes").get_array().get(nodes) == simdjson::SUCCESS) {
+      std::size_t i = 0;
+      for (auto element : nodes) {
+        std::string_view name;
+        if (i++ == index) {
+          if (element["name"].get_string().get(name) == simdjson::SUCCESS && !name.empty()) {
+            return std::string(name);
+          }
+          break;
         }
       }
-      n.inputs_.push_back(std::move(named));
     }
-    for (dom::element output : array(field(o, "outputs", where), where + " outputs")) {
-      n.outputs_.push_back(readArgument(output, where + " output", &n, Role::kDefine));
-    }
-    dom::element metadata;
-    n.metadata_ =
-        o.at_key("metadata").get(metadata) == simdjson::SUCCESS ? raw(metadata) : RawJson{};
-    for (auto f : o) {
-      const bool modeled = f.key == "target" || f.key == "inputs" || f.key == "outputs" ||
-                           f.key == "metadata" || f.key == "name";
-      n.members_.emplace_back(std::string(f.key), modeled ? RawJson{} : raw(f.value));
-    }
-    n.order_ = graph.nodes_.size();
-    graph.nodes_.push_back(std::move(node));
+    std::string position = "#";
+    position += std::to_string(index);
+    return position;
+  }
+
+  void readNode(od::value v) {
+    Graph& graph = program_.graph_;
+    const char* begin = start(v);
+    od::object o = object(v, "node");
+    auto owned = std::make_unique<Node>();
+    Node& n = *owned;
+    const std::size_t index = graph.nodes_.size();
+    n.order_ = index;
+    n.members_.reserve(6);
+    bool seen_target = false;
+    bool seen_inputs = false;
+    bool seen_outputs = false;
+    fields(o, "node", [&](std::string_view k, od::value field) {
+      if (k == "name") {
+        n.name_ = string(field, "node name");
+      } else if (k == "target") {
+        n.target_ = internTarget(string(field, "node target"));
+        seen_target = true;
+      } else if (k == "inputs") {
+        seen_inputs = true;
+        od::array inputs = array(field, Where{&n, index, "inputs"});
+        elements(inputs, "node inputs", [&](od::value in) { n.inputs_.push_back(readInput(in, n, index)); });
+      } else if (k == "outputs") {
+        seen_outputs = true;
+        readArgumentList(array(field, Where{&n, index, "outputs"}), n.outputs_,
+                         Where{&n, index, "output"}, Role::kDefine);
+      } else if (k == "metadata") {
+        readMetadata(n, field, index);
+      } else {
+        n.members_.emplace_back(k, raw(field));
+        return;
+      }
+      n.members_.emplace_back(k, RawJson{});
+    });
+    if (!seen_target) fail(describe({&n, index, ""}) + " has no field 'target'");
+    if (!seen_inputs) fail(describe({&n, index, ""}) + " has no field 'inputs'");
+    if (!seen_outputs) fail(describe({&n, index, ""}) + " has no field 'outputs'");
+    n.source_ = spanFrom(begin);
+    graph.nodes_.push_back(std::move(owned));
     n.self_ = std::prev(graph.nodes_.end());
   }
 
+  // Targets repeat across nodes: one view per distinct target keeps by-target maps small.
+  std::string_view internTarget(std::string_view target) {
+    return *targets_.insert(target).first;
+  }
+
+  void readMetadata(Node& n, od::value v, std::size_t index) {
+    const char* begin = start(v);
+    od::object metadata = object(v, Where{&n, index, "metadata"});
+    n.metadata_fields_.reserve(6);
+    fields(metadata, "node metadata", [&](std::string_view k, od::value field) {
+      n.metadata_fields_.emplace_back(k, raw(field));
+    });
+    n.metadata_ = spanFrom(begin);
+  }
+
+  NamedArgument readInput(od::value v, Node& n, std::size_t index) {
+    const char* begin = start(v);
+    NamedArgument named;
+    bool seen_name = false;
+    bool seen_arg = false;
+    fields(object(v, Where{&n, index, "input"}), "node input",
+           [&](std::string_view k, od::value field) {
+             if (k == "name" && !seen_name) {
+               named.name = string(field, "input name");
+               seen_name = true;
+             } else if (k == "arg" && !seen_arg) {
+               seen_arg = true;
+               named.arg = readArgument(field, Where{&n, index, "input", named.name}, Role::kUse, 0);
+             } else if (k == "kind" && named.kind.empty()) {
+               named.kind = raw(field);
+             } else {
+               named.extra.emplace_back(k, raw(field));
+             }
+           });
+    if (!seen_name) fail(describe({&n, index, "input"}) + " has no field 'name'");
+    if (!seen_arg) fail(describe({&n, index, "input", named.name}) + " has no field 'arg'");
+    named.source = spanFrom(begin);
+    return named;
+  }
+
+  void readArgumentList(od::array a, std::vector<Argument>& out, Where where, Role role) {
+    elements(a, "argument list", [&](od::value v) { out.push_back(readArgument(v, where, role, 0)); });
+  }
+  void readArgumentList(od::array a, std::vector<Argument>& out, std::string_view what, Role role) {
+    readArgumentList(a, out, Where{nullptr, 0, what}, role);
+  }
+
   // Reads one Argument union: {"<kind>": <payload>}.
-  Argument readArgument(dom::element e, const std::string& where, Node* node, Role role) {
-    dom::object o = object(e, where);
-    if (o.size() != 1)
-      fail(where + ": an argument must have exactly one kind, found " + std::to_string(o.size()));
-    auto f = *o.begin();
+  Argument readArgument(od::value v, const Where& where, Role role, int depth) {
+    if (depth > kMaxNesting) fail(describe(where) + ": arguments nested too deeply");
+    const char* begin = start(v);
     Argument arg;
-    arg.kind = std::string(f.key);
-    readPayload(arg, f.value, where, node, role);
+    bool seen = false;
+    fields(object(v, where), "an argument", [&](std::string_view k, od::value payload) {
+      if (seen) fail(describe(where) + ": an argument must have exactly one kind");
+      seen = true;
+      arg.kind = k;
+      readPayload(arg, payload, where, role, depth);
+    });
+    if (!seen) fail(describe(where) + ": an argument must have exactly one kind, found none");
+    arg.source = spanFrom(begin);
     return arg;
   }
 
-  void readPayload(Argument& arg, dom::element payload, const std::string& where, Node* node,
-                   Role role) {
+  // Records where value names sit in a payload while reading it.
+  struct Slots {
+    const char* begin;
+    std::vector<Ref>& refs;
+  };
+
+  void readPayload(Argument& arg, od::value payload, const Where& where, Role role, int depth) {
     const std::string_view kind = arg.kind;
-    std::string text;
-    std::vector<Ref> refs;
-    Slots slots{*this, text, refs, where, node, role};
     if (isPlainKind(kind)) {
-      json::appendElement(text, payload);
-      if (kind == "as_graph" && node != nullptr) collectNestedNodes(payload, *node);
-    } else if (kind == "as_tensor") {
-      slots.tensorArgument(payload);
+      arg.payload.text = raw(payload);
+      return;
+    }
+    const char* begin = start(payload);
+    Slots slots{begin, arg.payload.refs};
+    auto list = [&](od::value v, auto each) {
+      elements(array(v, where), "a list argument", each);
+    };
+    if (kind == "as_tensor") {
+      tensorArgument(payload, slots, where, role);
     } else if (kind == "as_tensors") {
-      slots.list(payload, [&](dom::element x) { slots.tensorArgument(x); });
+      list(payload, [&](od::value x) { tensorArgument(x, slots, where, role); });
     } else if (kind == "as_nested_tensors") {
-      slots.list(payload, [&](dom::element l) {
-        slots.list(l, [&](dom::element x) { slots.tensorArgument(x); });
+      list(payload, [&](od::value l) {
+        list(l, [&](od::value x) { tensorArgument(x, slots, where, role); });
       });
     } else if (kind == "as_optional_tensor") {
-      slots.optionalTensor(payload);
+      optionalTensor(payload, slots, where, role);
     } else if (kind == "as_optional_tensors") {
-      slots.list(payload, [&](dom::element x) { slots.optionalTensor(x); });
+      list(payload, [&](od::value x) { optionalTensor(x, slots, where, role); });
     } else if (kind == "as_sym_int" || kind == "as_sym_float" || kind == "as_sym_bool") {
-      slots.symbolic(payload);
+      symbolic(payload, slots, where, role);
     } else if (kind == "as_sym_ints" || kind == "as_sym_floats" || kind == "as_sym_bools") {
-      slots.list(payload, [&](dom::element x) { slots.symbolic(x); });
+      list(payload, [&](od::value x) { symbolic(x, slots, where, role); });
     } else if (kind == "as_custom_obj") {
-      slots.customObject(payload);
+      customObject(payload, slots, where, role);
     } else if (kind == "as_string_to_argument") {
-      text += '{';
-      bool first = true;
-      for (auto entry : object(payload, where)) {
-        if (!first) text += ", ";
-        first = false;
-        json::appendString(text, entry.key);
-        text += ": ";
-        appendUnion(text, refs, readArgument(entry.value, where, node, role));
-      }
-      text += '}';
+      fields(object(payload, where), "an argument map", [&](std::string_view, od::value v) {
+        Argument inner = readArgument(v, where, role, depth + 1);
+        for (const Ref& r : inner.payload.refs) {
+          const auto shift = static_cast<std::uint32_t>(inner.payload.text.data() - begin);
+          slots.refs.push_back({r.value, r.offset + shift, r.length});
+        }
+      });
+    } else if (kind == "as_graph") {
+      if (where.node != nullptr) collectNestedNodes(payload, *where.node, depth);
+      else raw(payload);
     } else {
-      fail(where + ": unknown argument kind '" + std::string(kind) + "'");
+      fail(describe(where) + ": unknown argument kind '" + std::string(kind) + "'");
     }
-    arg.payload.text = program_.keep(std::move(text));
-    arg.payload.refs = std::move(refs);
+    arg.payload.text = spanFrom(begin);
+  }
+
+  void name(od::value v, Slots& slots, const Where& where, Role role) {
+    const StringToken name = stringToken(v, NameOf{where});
+    Value* value = resolve(name.text, where, role);
+    slots.refs.push_back({value, static_cast<std::uint32_t>(name.token.data() - slots.begin),
+                          static_cast<std::uint32_t>(name.token.size())});
+  }
+  // {"name": "<value>"} (TensorArgument); other members are kept as they are.
+  void tensorArgument(od::value v, Slots& slots, const Where& where, Role role) {
+    bool seen = false;
+    fields(object(v, where), "a tensor argument", [&](std::string_view k, od::value f) {
+      if (k == "name" && !seen) {
+        seen = true;
+        name(f, slots, where, role);
+      }
+    });
+    if (!seen) fail(describe(where) + " has no field 'name'");
+  }
+  // {"as_tensor": {...}} or {"as_none": ...}.
+  void optionalTensor(od::value v, Slots& slots, const Where& where, Role role) {
+    fields(object(v, where), "an optional tensor", [&](std::string_view k, od::value f) {
+      if (k == "as_tensor") tensorArgument(f, slots, where, role);
+    });
+  }
+  // {"as_name": "<symbol>"} or a literal {"as_int": 3}.
+  void symbolic(od::value v, Slots& slots, const Where& where, Role role) {
+    fields(object(v, where), "a symbolic argument", [&](std::string_view k, od::value f) {
+      if (k == "as_name") name(f, slots, where, role);
+    });
+  }
+  // {"name": "<value>", "class_fqn": ...}.
+  void customObject(od::value v, Slots& slots, const Where& where, Role role) {
+    fields(object(v, where), "a custom object", [&](std::string_view k, od::value f) {
+      if (k == "name") name(f, slots, where, role);
+    });
   }
 
   // Records the targets of a GraphArgument's nodes, recursing into their own graphs.
-  void collectNestedNodes(dom::element graph_argument, const Node& owner) {
-    dom::array nodes;
-    if (graph_argument.at_pointer("/graph/nodes").get_array().get(nodes) != simdjson::SUCCESS)
-      return;
-    for (dom::element nested : nodes) {
-      std::string_view target;
-      if (nested["target"].get_string().get(target) == simdjson::SUCCESS) {
-        program_.graph_.nested_nodes_.push_back({&owner, std::string(target)});
+  void collectNestedNodes(od::value graph_argument, const Node& owner, int depth) {
+    if (depth > kMaxNesting) fail("node '" + std::string(owner.name_) + "': graphs nested too deeply");
+    auto objectFields = [&](od::value v, auto each) {
+      if (get(v.type(), "a nested graph") != od::json_type::object) {
+        raw(v);
+        return;
       }
-      dom::array inputs;
-      if (nested["inputs"].get_array().get(inputs) != simdjson::SUCCESS) continue;
-      for (dom::element input : inputs) {
-        dom::element inner;
-        if (input.at_pointer("/arg/as_graph").get(inner) == simdjson::SUCCESS) {
-          collectNestedNodes(inner, owner);
-        }
-      }
-    }
+      fields(object(v, "a nested graph"), "a nested graph", each);
+    };
+    objectFields(graph_argument, [&](std::string_view k, od::value graph) {
+      if (k != "graph") return;
+      objectFields(graph, [&](std::string_view gk, od::value nodes) {
+        if (gk != "nodes") return;
+        if (get(nodes.type(), "nested nodes") != od::json_type::array) return;
+        elements(array(nodes, "nested nodes"), "nested nodes", [&](od::value nested) {
+          objectFields(nested, [&](std::string_view nk, od::value field) {
+            if (nk == "target" && get(field.type(), "target") == od::json_type::string) {
+              program_.graph_.nested_nodes_.push_back({&owner, internTarget(string(field, "target"))});
+            } else if (nk == "inputs" && get(field.type(), "inputs") == od::json_type::array) {
+              elements(array(field, "nested inputs"), "nested inputs", [&](od::value input) {
+                objectFields(input, [&](std::string_view ik, od::value arg) {
+                  if (ik != "arg") return;
+                  objectFields(arg, [&](std::string_view ak, od::value inner) {
+                    if (ak == "as_graph") collectNestedNodes(inner, owner, depth + 1);
+                  });
+                });
+              });
+            }
+          });
+        });
+      });
+    });
   }
 
-  // Writes a payload and records where value names sit in it.
-  struct Slots {
-    ProgramReader& reader;
-    std::string& text;
-    std::vector<Ref>& refs;
-    const std::string& where;
-    Node* node;
-    Role role;
+  // ------------------------------------------------------------------ values
 
-    template <class F>
-    void list(dom::element e, F each) {
-      text += '[';
-      bool first = true;
-      for (dom::element x : reader.array(e, where)) {
-        if (!first) text += ", ";
-        first = false;
-        each(x);
-      }
-      text += ']';
-    }
-    void name(std::string_view value_name, bool symbolic) {
-      Value* value = reader.resolve(value_name, where, node, role, symbolic);
-      const auto offset = static_cast<std::uint32_t>(text.size());
-      json::appendString(text, value_name);
-      refs.push_back({value, offset, static_cast<std::uint32_t>(text.size()) - offset});
-    }
-    void tensorArgument(dom::element e) {
-      dom::object o = reader.object(e, where);
-      text += "{\"name\": ";
-      name(reader.string(reader.field(o, "name", where), where + " name"), false);
-      text += '}';
-    }
-    void optionalTensor(dom::element e) {
-      dom::object o = reader.object(e, where);
-      dom::element t;
-      if (o.at_key("as_tensor").get(t) == simdjson::SUCCESS) {
-        text += "{\"as_tensor\": ";
-        tensorArgument(t);
-        text += '}';
-      } else {
-        json::appendElement(text, e);
-      }
-    }
-    void symbolic(dom::element e) {
-      dom::object o = reader.object(e, where);
-      std::string_view n;
-      if (o.at_key("as_name").get_string().get(n) == simdjson::SUCCESS) {
-        text += "{\"as_name\": ";
-        name(n, true);
-        text += '}';
-      } else {
-        json::appendElement(text, e);
-      }
-    }
-    void customObject(dom::element e) {
-      dom::object o = reader.object(e, where);
-      text += '{';
-      bool first = true;
-      for (auto f : o) {
-        if (!first) text += ", ";
-        first = false;
-        json::appendString(text, f.key);
-        text += ": ";
-        if (f.key == "name") {
-          name(reader.string(f.value, where + " name"), false);
-        } else {
-          json::appendElement(text, f.value);
-        }
-      }
-      text += '}';
-    }
-  };
-
-  Value* resolve(std::string_view name, const std::string& where, Node* node, Role role,
-                 bool symbolic) {
+  Value* resolve(std::string_view name, const Where& where, Role role) {
     Graph& graph = program_.graph_;
     if (role == Role::kDefine) {
-      if (graph.tryGetValue(name) != nullptr)
-        fail(where + ": value '" + std::string(name) + "' is defined twice");
-      return define(name, node);
+      if (graph.tryGetValue(name) != nullptr) {
+        fail(describe(where) + ": value '" + std::string(name) + "' is defined twice");
+      }
+      return define(name, const_cast<Node*>(where.node), true);
     }
     Value* value = graph.tryGetValue(name);
-    if (value == nullptr && symbolic && declared_symbols_.count(name) != 0) {
-      value = define(name, nullptr);
-    }
     if (value == nullptr) {
-      fail(where + " refers to '" + std::string(name) + "', which is not defined before it");
+      // Defined further on (graph outputs precede the nodes), a declared symbol, or an
+      // error: settled by resolvePending() once the graph is read.
+      pending_.push_back({const_cast<Node*>(where.node)});
+      return nullptr;
     }
-    if (node != nullptr) value->users_.push_back(node);
+    if (where.node != nullptr) value->users_.push_back(const_cast<Node*>(where.node));
     return value;
   }
 
-  Value* define(std::string_view name, Node* producer) {
+  Value* define(std::string_view name, Node* producer, bool index) {
     Graph& graph = program_.graph_;
     Value& value = graph.value_storage_.emplace_back();
-    value.name_ = std::string(name);
+    value.name_ = name;
     value.producer_ = producer;
-    auto meta = tensor_meta_.find(name);
-    if (meta != tensor_meta_.end()) value.tensor_meta_ = meta->second;
-    graph.values_.emplace(value.name_, &value);
+    value.index_ = static_cast<std::uint32_t>(graph.value_storage_.size() - 1);
+    if (index) graph.values_.emplace(name, &value);
     return &value;
   }
 
-  void readSignature(dom::object sig) {
+  // Resolves the references left open while reading, in reading order, and reports the
+  // first one that names no value.
+  void resolvePending() {
     Graph& graph = program_.graph_;
-    for (dom::element spec :
-         array(field(sig, "input_specs", "signature"), "signature.input_specs")) {
-      graph.input_specs_.push_back(readSpec(spec, "input spec"));
+    auto settle = [&](RefText& ref_text, const Where& where) {
+      for (Ref& ref : ref_text.refs) {
+        if (ref.value != nullptr) continue;
+        const std::string_view name = nameAt(ref_text.text, ref);
+        Value* value = graph.tryGetValue(name);
+        if (value == nullptr && declared_symbols_.count(name) != 0) {
+          value = define(name, nullptr, true);
+          value->declared_symbol_ = true;
+        }
+        if (value == nullptr) {
+          fail(describe(where) + " refers to '" + std::string(name) +
+               "', which is not defined before it");
+        }
+        ref.value = value;
+        if (where.node != nullptr) value->users_.push_back(const_cast<Node*>(where.node));
+      }
+    };
+    for (const Pending& p : pending_) {
+      if (p.node != nullptr) {
+        for (NamedArgument& in : p.node->inputs_) {
+          settle(in.arg.payload, Where{p.node, 0, "input", in.name});
+        }
+        continue;
+      }
+      for (Argument& a : graph.outputs_) settle(a.payload, Where{nullptr, 0, "graph output"});
+      for (SignatureSpec& s : graph.input_specs_) settle(s.payload, Where{nullptr, 0, "input spec"});
+      for (SignatureSpec& s : graph.output_specs_) settle(s.payload, Where{nullptr, 0, "output spec"});
     }
-    for (dom::element spec :
-         array(field(sig, "output_specs", "signature"), "signature.output_specs")) {
-      graph.output_specs_.push_back(readSpec(spec, "output spec"));
-    }
-    for (auto f : sig) {
-      const bool modeled = f.key == "input_specs" || f.key == "output_specs";
-      graph.signature_members_.emplace_back(std::string(f.key), modeled ? RawJson{} : raw(f.value));
-    }
+    pending_.clear();
+  }
+
+  // The (unescaped) name a reference's token spells.
+  std::string_view nameAt(std::string_view text, const Ref& ref) {
+    const std::string_view token = text.substr(ref.offset, ref.length);
+    const std::string_view inner = token.substr(1, token.size() - 2);
+    if (inner.find('\\') == std::string_view::npos) return inner;
+    return program_.keep(json::unescapeString(token));
+  }
+
+  // ------------------------------------------------------------------ the signature
+
+  void readSignature(od::object sig) {
+    Graph& graph = program_.graph_;
+    bool seen_inputs = false;
+    bool seen_outputs = false;
+    fields(sig, "signature", [&](std::string_view k, od::value v) {
+      if (k == "input_specs" && !seen_inputs) {
+        seen_inputs = true;
+        elements(array(v, "signature.input_specs"), "signature.input_specs",
+                 [&](od::value spec) { graph.input_specs_.push_back(readSpec(spec, "input spec")); });
+      } else if (k == "output_specs" && !seen_outputs) {
+        seen_outputs = true;
+        elements(array(v, "signature.output_specs"), "signature.output_specs", [&](od::value spec) {
+          graph.output_specs_.push_back(readSpec(spec, "output spec"));
+        });
+      } else {
+        graph.signature_members_.emplace_back(k, raw(v));
+        return;
+      }
+      graph.signature_members_.emplace_back(k, RawJson{});
+    });
+    if (!seen_inputs) fail("signature has no field 'input_specs'");
+    if (!seen_outputs) fail("signature has no field 'output_specs'");
   }
 
   // A signature spec {"<kind>": {"arg": <argument>, "<x>_name": ..., ...}}. The argument is
   // a TensorArgument, CustomObjArgument, TokenArgument or (user_input/user_output) an
   // Argument union.
-  SignatureSpec readSpec(dom::element e, const std::string& what) {
-    dom::object o = object(e, what);
-    if (o.size() != 1) fail(what + " must have exactly one kind");
-    auto kind_field = *o.begin();
+  SignatureSpec readSpec(od::value v, std::string_view what) {
+    const char* begin = start(v);
     SignatureSpec spec;
-    spec.kind = std::string(kind_field.key);
-    const std::string where = what + " '" + spec.kind + "'";
-    std::string text = "{";
-    std::vector<Ref> refs;
-    bool first = true;
-    for (auto f : object(kind_field.value, where)) {
-      if (!first) text += ", ";
-      first = false;
-      json::appendString(text, f.key);
-      text += ": ";
-      if (f.key == "arg") {
-        dom::object arg_object = object(f.value, where + " arg");
-        dom::element name;
-        const bool is_union = spec.kind == "user_input" || spec.kind == "user_output";
-        if (is_union) {
-          appendUnion(text, refs,
-                      readArgument(f.value, where + " arg", nullptr, Role::kGraphOutput));
-        } else if (arg_object.at_key("name").get(name) == simdjson::SUCCESS) {
-          std::string payload;
-          std::vector<Ref> arg_refs;
-          Slots slots{*this, payload, arg_refs, where, nullptr, Role::kGraphOutput};
-          if (spec.kind == "custom_obj") {
-            slots.customObject(f.value);
+    bool seen = false;
+    const Where where{nullptr, 0, what};
+    fields(object(v, what), what, [&](std::string_view kind, od::value body) {
+      if (seen) fail(std::string(what) + " must have exactly one kind");
+      seen = true;
+      spec.kind = kind;
+      const char* body_begin = start(body);
+      Slots slots{body_begin, spec.payload.refs};
+      fields(object(body, what), what, [&](std::string_view k, od::value f) {
+        if (k == "arg") {
+          if (kind == "user_input" || kind == "user_output") {
+            Argument arg = readArgument(f, where, Role::kUse, 0);
+            const auto shift = static_cast<std::uint32_t>(arg.payload.text.data() - body_begin);
+            for (const Ref& r : arg.payload.refs) slots.refs.push_back({r.value, r.offset + shift, r.length});
+          } else if (get(f.type(), what) != od::json_type::object) {
+            raw(f);
+          } else if (kind == "custom_obj") {
+            customObject(f, slots, where, Role::kUse);
           } else {
-            slots.tensorArgument(f.value);
+            bool named = false;
+            fields(object(f, what), what, [&](std::string_view ak, od::value af) {
+              if (ak == "name" && !named) {
+                named = true;
+                name(af, slots, where, Role::kUse);
+              }
+            });
           }
-          appendShifted(text, refs, payload, arg_refs);
-        } else {
-          json::appendElement(text, f.value);
+        } else if (k.size() > 5 && k.substr(k.size() - 5) == "_name" &&
+                   get(f.type(), what) == od::json_type::string) {
+          spec.target = string(f, what);
         }
-      } else {
-        json::appendElement(text, f.value);
-        std::string_view target;
-        if (f.key.size() > 5 && f.key.substr(f.key.size() - 5) == "_name" &&
-            f.value.get_string().get(target) == simdjson::SUCCESS) {
-          spec.target = std::string(target);
-        }
-      }
-    }
-    text += '}';
-    spec.payload.text = program_.keep(std::move(text));
-    spec.payload.refs = std::move(refs);
+      });
+      spec.payload.text = spanFrom(body_begin);
+    });
+    if (!seen) fail(std::string(what) + " must have exactly one kind");
+    spec.source = spanFrom(begin);
     return spec;
   }
 
+  // A place holding unresolved references: a node's inputs, or (null) the graph outputs
+  // and the signature.
+  struct Pending {
+    Node* node;
+  };
+
   Program& program_;
   std::string_view json_;
+  od::parser parser_;
+  od::document doc_;
   bool seen_graph_module_ = false;
-  std::unordered_map<std::string_view, RawJson> tensor_meta_;
-  std::vector<std::string_view> tensor_meta_order_;
-  std::unordered_set<std::string_view> declared_symbols_;
+  absl::flat_hash_set<std::string_view> declared_symbols_;
+  absl::flat_hash_set<std::string_view> targets_;
+  std::vector<Pending> pending_;
 };
 
-std::unique_ptr<Program> Program::parse(std::string_view json, std::string source_name) {
+std::unique_ptr<Program> Program::parseSource(std::string_view json, std::string source_name) {
   auto program = std::make_unique<Program>();
   program->source_name_ = std::move(source_name);
+  program->source_ = json;
   ProgramReader(*program, json).read();
   program->verify();
   return program;
 }
 
-RawJson Program::keep(std::string text) { return arena_.emplace_back(std::move(text)); }
+std::unique_ptr<Program> Program::parse(std::string_view json, std::string source_name) {
+  std::string copy;
+  copy.reserve(json.size() + kJsonPadding);
+  copy.assign(json);
+  // The copy lives in the program before parsing, so every view points into it.
+  auto program = std::make_unique<Program>();
+  program->owned_source_ = std::move(copy);
+  const std::string_view source = program->owned_source_;
+  program->source_name_ = std::move(source_name);
+  program->source_ = source;
+  ProgramReader(*program, source).read();
+  program->verify();
+  return program;
+}
+
+std::unique_ptr<Program> Program::parseInPlace(std::string_view json, std::string source_name) {
+  return parseSource(json, std::move(source_name));
+}
+
+RawJson Program::keep(std::string text) {
+  text.reserve(text.size() + kJsonPadding);
+  return arena_.emplace_back(std::move(text));
+}
 
 }  // namespace exmode

@@ -1,5 +1,8 @@
 // Serializes the IR back to program JSON: the exact inverse of the reader. Members come
-// out in the order they were read; modeled ones from the IR, the rest verbatim.
+// out in the order they were read. Items that still have their source text (see program.h)
+// are copied as they are; adjacent ones merge into one range of the source, so an
+// unchanged stretch of nodes, tensor metadata or signature entries costs one chunk. Items
+// the rewriter changed are written from the IR, with torch's separators.
 #include "exmode/program.h"
 #include "program/json_text.h"
 #include "program/ref_text.h"
@@ -8,58 +11,147 @@ namespace exmode {
 
 class ProgramWriter {
  public:
-  explicit ProgramWriter(const Program& program) : program_(program) {}
+  explicit ProgramWriter(const Program& program) : program_(program), source_(program.source_) {}
 
-  std::string write() {
-    out_.reserve(1 << 16);
-    writeMembers(program_.top_members_, [&](const std::string& key) {
+  SerializedProgram write() {
+    writeMembers(program_.top_members_, [&](std::string_view key) {
       if (key == "graph_module") writeGraphModule();
     });
+    flushText();
     return std::move(out_);
   }
 
  private:
+  // ------------------------------------------------------------------ chunks
+
+  void text(std::string_view text) {
+    text_ += text;
+    last_end_ = nullptr;
+  }
+  void text(char c) {
+    text_ += c;
+    last_end_ = nullptr;
+  }
+
+  void flushText() {
+    if (text_.empty()) return;
+    out_.size += text_.size();
+    out_.chunks.push_back(out_.owned.emplace_back(std::move(text_)));
+    text_ = std::string();
+  }
+
+  // Text owned by the program (its source or arena), referenced rather than copied.
+  void kept(std::string_view bytes) {
+    if (bytes.empty()) return;
+    flushText();
+    if (!out_.chunks.empty() &&
+        out_.chunks.back().data() + out_.chunks.back().size() == bytes.data()) {
+      std::string_view& last = out_.chunks.back();
+      last = std::string_view(last.data(), last.size() + bytes.size());
+    } else {
+      out_.chunks.push_back(bytes);
+    }
+    out_.size += bytes.size();
+    last_end_ = bytes.data() + bytes.size();
+  }
+
+  bool inSource(const char* p) const {
+    return p >= source_.data() && p <= source_.data() + source_.size();
+  }
+
+  // The separator before a list item that has source text: when the previous item was
+  // copied from the source and only ", " (as the source spells it) lies between them, the
+  // two are copied as one range.
+  void sourceItem(RawJson item, bool first) {
+    if (!first) {
+      const char* end = last_end_;
+      if (end != nullptr && inSource(end) && inSource(item.data()) && end < item.data() &&
+          onlySeparator(std::string_view(end, static_cast<std::size_t>(item.data() - end)))) {
+        kept(std::string_view(end, static_cast<std::size_t>(item.data() + item.size() - end)));
+        return;
+      }
+      text(", ");
+    }
+    kept(item);
+  }
+
+  static bool onlySeparator(std::string_view between) {
+    int commas = 0;
+    for (char c : between) {
+      if (c == ',') {
+        ++commas;
+      } else if (c != ' ' && c != '\n' && c != '\r' && c != '\t') {
+        return false;
+      }
+    }
+    return commas == 1;
+  }
+
+  void resolved(const RefText& ref_text) {
+    if (ref_text.refs.empty()) {
+      kept(ref_text.text);
+      return;
+    }
+    appendResolved(text_, ref_text);
+    last_end_ = nullptr;
+  }
+
+  // ------------------------------------------------------------------ structure
+
   // Writes an object from its members, calling `modeled(key)` for members without raw text.
   template <class F>
-  void writeMembers(const std::vector<std::pair<std::string, RawJson>>& members, F modeled) {
-    out_ += '{';
+  void writeMembers(const std::vector<std::pair<std::string_view, RawJson>>& members, F modeled) {
+    text('{');
     bool first = true;
     for (const auto& [key, raw] : members) {
-      if (!first) out_ += ", ";
+      if (!first) text(", ");
       first = false;
-      json::appendString(out_, key);
-      out_ += ": ";
+      json::appendString(text_, key);
+      text(": ");
       if (raw.empty()) {
         modeled(key);
       } else {
-        out_ += raw;
+        kept(raw);
       }
     }
-    out_ += '}';
+    text('}');
   }
 
+  // Writes a list; `each(item, first)` writes one item, separator included.
   template <class T, class F>
   void writeList(const T& items, F each) {
-    out_ += '[';
+    text('[');
     bool first = true;
     for (const auto& item : items) {
-      if (!first) out_ += ", ";
+      each(item, first);
       first = false;
-      each(item);
     }
-    out_ += ']';
+    text(']');
   }
 
-  void writeArgument(const Argument& arg) {
-    out_ += '{';
-    json::appendString(out_, arg.kind);
-    out_ += ": ";
-    appendResolved(out_, arg.payload);
-    out_ += '}';
+  void separator(bool first) {
+    if (!first) text(", ");
+  }
+
+  void writeArgument(const Argument& arg, bool first) {
+    if (!arg.source.empty()) {
+      sourceItem(arg.source, first);
+      return;
+    }
+    separator(first);
+    writeUnion(arg.kind, arg.payload);
+  }
+
+  void writeUnion(std::string_view kind, const RefText& payload) {
+    text('{');
+    json::appendString(text_, kind);
+    text(": ");
+    resolved(payload);
+    text('}');
   }
 
   void writeGraphModule() {
-    writeMembers(program_.graph_module_members_, [&](const std::string& key) {
+    writeMembers(program_.graph_module_members_, [&](std::string_view key) {
       if (key == "graph") writeGraph();
       if (key == "signature") writeSignature();
     });
@@ -67,78 +159,116 @@ class ProgramWriter {
 
   void writeGraph() {
     const Graph& graph = program_.graph();
-    writeMembers(graph.graph_members_, [&](const std::string& key) {
-      if (key == "inputs") writeList(graph.inputs_, [&](const Argument& a) { writeArgument(a); });
-      if (key == "outputs") writeList(graph.outputs_, [&](const Argument& a) { writeArgument(a); });
-      if (key == "nodes") writeList(graph.nodes_, [&](const auto& n) { writeNode(*n); });
+    auto argument = [&](const Argument& a, bool first) { writeArgument(a, first); };
+    writeMembers(graph.graph_members_, [&](std::string_view key) {
+      if (key == "inputs") writeList(graph.inputs_, argument);
+      if (key == "outputs") writeList(graph.outputs_, argument);
+      if (key == "nodes") writeList(graph.nodes_, [&](const auto& n, bool first) { writeNode(*n, first); });
       if (key == "tensor_values") writeTensorValues(graph);
     });
   }
 
-  void writeNode(const Node& node) {
-    writeMembers(node.members_, [&](const std::string& key) {
-      if (key == "target") json::appendString(out_, node.target_);
-      if (key == "name") json::appendString(out_, node.name_);
-      if (key == "metadata") out_ += node.metadata_.empty() ? RawJson("{}") : node.metadata_;
-      if (key == "outputs") writeList(node.outputs_, [&](const Argument& a) { writeArgument(a); });
+  void writeNode(const Node& node, bool first) {
+    if (!node.source_.empty()) {
+      sourceItem(node.source_, first);
+      return;
+    }
+    separator(first);
+    writeMembers(node.members_, [&](std::string_view key) {
+      if (key == "target") json::appendString(text_, node.target_);
+      if (key == "name") json::appendString(text_, node.name_);
+      if (key == "metadata") {
+        if (node.metadata_.empty()) {
+          text("{}");
+        } else {
+          kept(node.metadata_);
+        }
+      }
+      if (key == "outputs") {
+        writeList(node.outputs_, [&](const Argument& a, bool f) { writeArgument(a, f); });
+      }
       if (key == "inputs") {
-        writeList(node.inputs_, [&](const NamedArgument& in) {
-          out_ += "{\"name\": ";
-          json::appendString(out_, in.name);
-          out_ += ", \"arg\": ";
-          writeArgument(in.arg);
-          if (!in.kind.empty()) {
-            out_ += ", \"kind\": ";
-            out_ += in.kind;
-          }
-          for (const auto& [extra_key, extra_raw] : in.extra) {
-            out_ += ", ";
-            json::appendString(out_, extra_key);
-            out_ += ": ";
-            out_ += extra_raw;
-          }
-          out_ += '}';
-        });
+        writeList(node.inputs_, [&](const NamedArgument& in, bool f) { writeInput(in, f); });
       }
     });
   }
 
+  void writeInput(const NamedArgument& in, bool first) {
+    if (!in.source.empty()) {
+      sourceItem(in.source, first);
+      return;
+    }
+    separator(first);
+    text("{\"name\": ");
+    json::appendString(text_, in.name);
+    text(", \"arg\": ");
+    writeArgument(in.arg, true);
+    if (!in.kind.empty()) {
+      text(", \"kind\": ");
+      kept(in.kind);
+    }
+    for (const auto& [extra_key, extra_raw] : in.extra) {
+      text(", ");
+      json::appendString(text_, extra_key);
+      text(": ");
+      kept(extra_raw);
+    }
+    text('}');
+  }
+
   void writeTensorValues(const Graph& graph) {
-    out_ += '{';
+    text('{');
     bool first = true;
     for (const Value* value : graph.tensor_value_order_) {
       if (value->erased_) continue;
-      if (!first) out_ += ", ";
+      if (!value->tensor_entry_.empty()) {
+        sourceItem(value->tensor_entry_, first);
+      } else {
+        separator(first);
+        json::appendString(text_, value->name());
+        text(": ");
+        kept(value->tensorMeta());
+      }
       first = false;
-      json::appendString(out_, value->name());
-      out_ += ": ";
-      out_ += value->tensorMeta();
     }
-    out_ += '}';
+    text('}');
   }
 
   void writeSignature() {
     const Graph& graph = program_.graph();
-    auto spec = [&](const SignatureSpec& s) {
-      out_ += '{';
-      json::appendString(out_, s.kind);
-      out_ += ": ";
-      appendResolved(out_, s.payload);
-      out_ += '}';
+    auto spec = [&](const SignatureSpec& s, bool first) {
+      if (!s.source.empty()) {
+        sourceItem(s.source, first);
+        return;
+      }
+      separator(first);
+      writeUnion(s.kind, s.payload);
     };
-    writeMembers(graph.signature_members_, [&](const std::string& key) {
+    writeMembers(graph.signature_members_, [&](std::string_view key) {
       if (key == "input_specs") writeList(graph.input_specs_, spec);
       if (key == "output_specs") writeList(graph.output_specs_, spec);
     });
   }
 
   const Program& program_;
-  std::string out_;
+  std::string_view source_;
+  SerializedProgram out_;
+  std::string text_;                 // text written since the last kept chunk
+  const char* last_end_ = nullptr;   // end of the last kept chunk, if nothing followed it
 };
 
-std::string Program::toJson() const {
+std::string SerializedProgram::join() const {
+  std::string joined;
+  joined.reserve(size);
+  for (std::string_view chunk : chunks) joined += chunk;
+  return joined;
+}
+
+SerializedProgram Program::serialize() const {
   verify();
   return ProgramWriter(*this).write();
 }
+
+std::string Program::toJson() const { return serialize().join(); }
 
 }  // namespace exmode

@@ -1,7 +1,8 @@
 // The graph invariants, checked after loading and before saving: every value is defined
 // once, before any use; graph outputs and signature entries name existing values; the
 // signature matches the graph's inputs and outputs one for one.
-#include <unordered_set>
+#include <string>
+#include <vector>
 
 #include "exmode/error.h"
 #include "exmode/program.h"
@@ -15,14 +16,16 @@ class Verifier {
   explicit Verifier(const Program& program) : program_(program), graph_(program.graph()) {}
 
   void run() {
-    for (const Argument& input : graph_.inputs()) define(input, "graph input");
+    defined_.assign(graph_.valueCount(), 0);
+    for (const Argument& input : graph_.inputs()) define(input, [] { return std::string("graph input"); });
     for (const auto& node : graph_.nodes()) {
-      const std::string where = "node '" + node->name() + "'";
-      for (const NamedArgument& in : node->inputs())
-        use(in.arg, where + " input '" + in.name + "'");
+      auto where = [&] { return "node '" + std::string(node->name()) + "'"; };
+      for (const NamedArgument& in : node->inputs()) {
+        use(in.arg, [&] { return where() + " input '" + std::string(in.name) + "'"; });
+      }
       for (const Argument& out : node->outputs()) define(out, where);
     }
-    for (const Argument& output : graph_.outputs()) use(output, "graph output");
+    for (const Argument& output : graph_.outputs()) use(output, [] { return std::string("graph output"); });
     checkSignature();
   }
 
@@ -31,38 +34,32 @@ class Verifier {
     throw Error(ErrorKind::kBadProgram, program_.sourceName() + ": " + what);
   }
 
-  void define(const Argument& arg, const std::string& where) {
+  // `where` makes the message's subject; it is only called on failure.
+  template <class Where>
+  void define(const Argument& arg, const Where& where) {
     for (const Ref& ref : arg.payload.refs) {
-      if (!defined_.insert(ref.value).second) {
-        fail(where + " defines '" + ref.value->name() + "', which is already defined");
+      if (isDefined(ref.value)) {
+        fail(where() + " defines '" + std::string(ref.value->name()) + "', which is already defined");
       }
+      defined_[index(ref.value)] = 1;
       if (arg.kind == "as_tensor" && ref.value->tensorMeta().empty()) {
-        fail(where + " defines tensor '" + ref.value->name() + "' without tensor_values metadata");
+        fail(where() + " defines tensor '" + std::string(ref.value->name()) +
+             "' without tensor_values metadata");
       }
     }
   }
 
-  void use(const Argument& arg, const std::string& where) {
+  template <class Where>
+  void use(const Argument& arg, const Where& where) {
     for (const Ref& ref : arg.payload.refs) {
-      if (defined_.count(ref.value) == 0 && ref.value->producer() == nullptr &&
-          !isGraphInput(ref.value) && isDeclaredSymbol(arg)) {
-        continue;  // a symbol declared in sym_*_values, defined by no node
-      }
-      if (defined_.count(ref.value) == 0) {
-        fail(where + " uses '" + ref.value->name() + "' before it is defined");
-      }
+      if (isDefined(ref.value) || ref.value->isDeclaredSymbol()) continue;
+      fail(where() + " uses '" + std::string(ref.value->name()) + "' before it is defined");
     }
   }
 
-  static bool isDeclaredSymbol(const Argument& arg) { return arg.kind.rfind("as_sym_", 0) == 0; }
-
-  bool isGraphInput(const Value* value) const {
-    for (const Argument& input : graph_.inputs()) {
-      for (const Ref& ref : input.payload.refs) {
-        if (ref.value == value) return true;
-      }
-    }
-    return false;
+  std::size_t index(const Value* value) const { return value->index(); }
+  bool isDefined(const Value* value) const {
+    return index(value) < defined_.size() && defined_[index(value)] != 0;
   }
 
   void checkSignature() {
@@ -90,23 +87,24 @@ class Verifier {
   void checkSpecMatches(const SignatureSpec& spec, const Argument& arg, const char* what,
                         std::size_t index) const {
     for (const Ref& ref : spec.payload.refs) {
-      if (defined_.count(ref.value) == 0) {
-        fail(std::string("signature ") + what + " " + std::to_string(index) + " ('" + spec.kind +
-             "') names '" + ref.value->name() + "', which is not defined");
+      if (!isDefined(ref.value) && !ref.value->isDeclaredSymbol()) {
+        fail(std::string("signature ") + what + " " + std::to_string(index) + " ('" +
+             std::string(spec.kind) + "') names '" + std::string(ref.value->name()) +
+             "', which is not defined");
       }
     }
     const Value* spec_value = spec.value();
     const Value* graph_value = arg.payload.refs.empty() ? nullptr : arg.payload.refs.front().value;
     if (spec_value != nullptr && graph_value != nullptr && spec_value != graph_value) {
       fail(std::string("signature ") + what + " " + std::to_string(index) + " names '" +
-           spec_value->name() + "' but graph " + what + " " + std::to_string(index) + " is '" +
-           graph_value->name() + "'");
+           std::string(spec_value->name()) + "' but graph " + what + " " + std::to_string(index) +
+           " is '" + std::string(graph_value->name()) + "'");
     }
   }
 
   const Program& program_;
   const Graph& graph_;
-  std::unordered_set<const Value*> defined_;
+  std::vector<char> defined_;  // by Value::index()
 };
 
 }  // namespace

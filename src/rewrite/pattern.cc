@@ -38,15 +38,26 @@ Pattern& Pattern::as(std::string capture) {
   return *this;
 }
 
-const Argument& Match::arg(const std::string& capture) const {
-  auto it = args.find(capture);
-  if (it == args.end()) throw std::logic_error("pattern has no capture '" + capture + "'");
-  return it->second->arg;
+const Argument* Match::tryArg(std::string_view capture) const {
+  for (const auto& [name, in] : args) {
+    if (name == capture) return &in->arg;
+  }
+  return nullptr;
 }
 
-const Argument* Match::tryArg(const std::string& capture) const {
-  auto it = args.find(capture);
-  return it == args.end() ? nullptr : &it->second->arg;
+const Argument& Match::arg(std::string_view capture) const {
+  const Argument* found = tryArg(capture);
+  if (found == nullptr) {
+    throw std::logic_error("pattern has no capture '" + std::string(capture) + "'");
+  }
+  return *found;
+}
+
+Node* Match::node(std::string_view capture) const {
+  for (const auto& [name, n] : nodes) {
+    if (name == capture) return n;
+  }
+  return nullptr;
 }
 
 class Matcher {
@@ -58,10 +69,10 @@ class Matcher {
     for (const Pattern::ArgRule& rule : pattern.rules_) {
       const NamedArgument* in = node.input(rule.name);
       if (!satisfies(in, rule.constraint, match)) return false;
-      if (!rule.capture.empty() && in != nullptr) match.args[rule.capture] = in;
+      if (!rule.capture.empty() && in != nullptr) match.args.emplace_back(rule.capture, in);
     }
     if (!pattern.node_capture_.empty())
-      match.nodes[pattern.node_capture_] = const_cast<Node*>(&node);
+      match.nodes.emplace_back(pattern.node_capture_, const_cast<Node*>(&node));
     return true;
   }
 

@@ -14,11 +14,34 @@ namespace exmode::rewrite {
 
 namespace {
 
-Argument plain(std::string kind, RawJson text) {
+Argument plain(std::string_view kind, RawJson text) {
   Argument arg;
-  arg.kind = std::move(kind);
+  arg.kind = kind;
   arg.payload.text = text;
   return arg;
+}
+
+// Indexes a new node's metadata members (Node::metadata_fields_), as the reader does.
+void indexMetadata(std::string_view metadata,
+                   std::vector<std::pair<std::string_view, RawJson>>& fields) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(metadata);
+  simdjson::dom::object object;
+  if (parser.parse(padded).get_object().get(object) != simdjson::SUCCESS) return;
+  std::string text;
+  for (auto field : object) {
+    // Locate each member's value in the original text: keys are unique and written by
+    // us or torch as "key": value.
+    text.clear();
+    json::appendString(text, field.key);
+    const std::size_t at = metadata.find(text + ": ");
+    if (at == std::string_view::npos) continue;
+    const std::size_t value_begin = at + text.size() + 2;
+    text.clear();
+    json::appendElement(text, field.value);
+    if (metadata.substr(value_begin, text.size()) != text) continue;
+    fields.emplace_back(metadata.substr(at + 1, field.key.size()), metadata.substr(value_begin, text.size()));
+  }
 }
 
 }  // namespace
@@ -60,13 +83,15 @@ void Rewriter::dropUse(Value& value, const Node& user) {
 void Rewriter::setInput(Node& node, std::string_view input_name, Argument arg) {
   for (NamedArgument& in : node.inputs_) {
     if (in.name != input_name) continue;
+    node.source_ = {};
+    in.source = {};
     for (const Ref& ref : in.arg.payload.refs) dropUse(*ref.value, node);
     for (const Ref& ref : arg.payload.refs) addUse(*ref.value, node);
     in.arg = std::move(arg);
     return;
   }
-  throw std::logic_error("node '" + node.name() + "' has no input '" + std::string(input_name) +
-                         "' to set");
+  throw std::logic_error("node '" + std::string(node.name()) + "' has no input '" +
+                         std::string(input_name) + "' to set");
 }
 
 void Rewriter::removeInput(Node& node, std::string_view input_name) {
@@ -74,6 +99,7 @@ void Rewriter::removeInput(Node& node, std::string_view input_name) {
     if (it->name != input_name) continue;
     for (const Ref& ref : it->arg.payload.refs) dropUse(*ref.value, node);
     node.inputs_.erase(it);
+    node.source_ = {};
     return;
   }
 }
@@ -82,42 +108,44 @@ void Rewriter::insertInput(Node& node, NamedArgument input, std::string_view bef
   auto at = std::find_if(node.inputs_.begin(), node.inputs_.end(),
                          [&](const NamedArgument& in) { return in.name == before; });
   for (const Ref& ref : input.arg.payload.refs) addUse(*ref.value, node);
+  input.source = {};
+  input.name = program_.keep(std::string(input.name));  // callers may pass temporaries
   node.inputs_.insert(at, std::move(input));
+  node.source_ = {};
 }
 
 void Rewriter::setMetadataField(Node& node, std::string_view key,
                                 std::optional<std::string> value) {
-  // Metadata is a flat dict[str, str]; rebuild its text with the one field changed.
+  // Metadata is a flat dict[str, str]; rebuild its text with the one field changed, noting
+  // where each member's value lies so the node's field index stays current.
   std::string text = "{";
-  bool replaced = false;
-  auto member = [&](std::string_view name) {
+  std::vector<std::pair<std::string_view, std::pair<std::size_t, std::size_t>>> spans;
+  auto member = [&](std::string_view name, auto append_value) {
     if (text.size() > 1) text += ", ";
     json::appendString(text, name);
     text += ": ";
+    const std::size_t begin = text.size();
+    append_value();
+    spans.push_back({name, {begin, text.size() - begin}});
   };
-  if (!node.metadata_.empty()) {
-    simdjson::dom::parser parser;
-    simdjson::dom::object fields;
-    if (parser.parse(simdjson::padded_string(node.metadata_)).get_object().get(fields) ==
-        simdjson::SUCCESS) {
-      for (auto field : fields) {
-        if (field.key == key) {
-          replaced = true;
-          if (!value) continue;
-          member(key);
-          json::appendString(text, *value);
-        } else {
-          member(field.key);
-          json::appendElement(text, field.value);
-        }
-      }
+  bool replaced = false;
+  for (const auto& [field, token] : node.metadata_fields_) {
+    if (field == key) {
+      replaced = true;
+      if (value) member(field, [&] { json::appendString(text, *value); });
+    } else {
+      member(field, [&] { text += token; });
     }
   }
-  if (!replaced && value) {
-    member(key);
-    json::appendString(text, *value);
+  if (!replaced && value) member(key, [&] { json::appendString(text, *value); });
+  text += '}';
+  node.metadata_ = program_.keep(std::move(text));
+  node.metadata_fields_.clear();
+  for (const auto& [name, span] : spans) {
+    node.metadata_fields_.emplace_back(program_.keep(std::string(name)),
+                                       node.metadata_.substr(span.first, span.second));
   }
-  node.metadata_ = program_.keep(text + "}");
+  node.source_ = {};
 }
 
 void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
@@ -131,6 +159,9 @@ void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
       for (Ref& ref : in.arg.payload.refs) {
         if (ref.value != &from) continue;
         ref.value = &to;
+        user->source_ = {};
+        in.source = {};
+        in.arg.source = {};
         dropUse(from, *user);
         addUse(to, *user);
       }
@@ -139,12 +170,16 @@ void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
   // Graph outputs come after every node, so they always follow the replacement.
   for (Argument& output : graph_.outputs_) {
     for (Ref& ref : output.payload.refs) {
-      if (ref.value == &from) ref.value = &to;
+      if (ref.value != &from) continue;
+      ref.value = &to;
+      output.source = {};
     }
   }
   for (SignatureSpec& spec : graph_.output_specs_) {
     for (Ref& ref : spec.payload.refs) {
-      if (ref.value == &from) ref.value = &to;
+      if (ref.value != &from) continue;
+      ref.value = &to;
+      spec.source = {};
     }
   }
 }
@@ -162,8 +197,8 @@ void Rewriter::eraseNode(Node& node) {
   for (const Argument& out : node.outputs_) {
     for (const Ref& ref : out.payload.refs) {
       if (!ref.value->users_.empty() || isGraphOutput(*ref.value)) {
-        throw std::logic_error("cannot erase node '" + node.name() + "': '" + ref.value->name() +
-                               "' is still used");
+        throw std::logic_error("cannot erase node '" + std::string(node.name()) + "': '" +
+                               std::string(ref.value->name()) + "' is still used");
       }
     }
   }
@@ -176,16 +211,20 @@ void Rewriter::eraseNode(Node& node) {
       graph_.values_.erase(ref.value->name());
     }
   }
-  graph_.by_target_valid_ = false;
+  node.erased_ = true;
+  graph_.by_target_has_erased_ = true;
+  graph_.erased_nodes_.push_back(std::move(*node.self_));
   graph_.nodes_.erase(node.self_);
 }
 
 Node& Rewriter::insertBefore(Node& before, NewNode spec) {
   auto owned = std::make_unique<Node>();
   Node& node = *owned;
-  node.target_ = std::move(spec.target);
+  node.target_ = program_.keep(std::move(spec.target));
   node.inputs_ = std::move(spec.inputs);
+  for (NamedArgument& in : node.inputs_) in.name = program_.keep(std::string(in.name));
   node.metadata_ = spec.metadata;
+  indexMetadata(node.metadata_, node.metadata_fields_);
   node.members_ = {{"target", {}},
                    {"inputs", {}},
                    {"outputs", {}},
@@ -197,7 +236,8 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
       throw std::logic_error("value name '" + name + "' is already taken");
     }
     Value& value = graph_.value_storage_.emplace_back();
-    value.name_ = name;
+    value.name_ = program_.keep(name);
+    value.index_ = static_cast<std::uint32_t>(graph_.value_storage_.size() - 1);
     value.producer_ = &node;
     value.tensor_meta_ = meta;
     graph_.values_.emplace(value.name_, &value);
@@ -212,6 +252,7 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
   node.order_ = before.order_;
   node.self_ = graph_.nodes_.insert(before.self_, std::move(owned));
   graph_.by_target_valid_ = false;
+  graph_.order_stale_ = true;
   return node;
 }
 
@@ -229,7 +270,7 @@ void Rewriter::addBufferMutation(Value& value, std::string_view buffer_name) {
   json::appendString(text, buffer_name);
   text += '}';
   spec.payload.text = program_.keep(std::move(text));
-  spec.target = std::string(buffer_name);
+  spec.target = program_.keep(std::string(buffer_name));
   const auto at = static_cast<std::ptrdiff_t>(index);
   graph_.outputs_.insert(graph_.outputs_.begin() + at, std::move(output));
   graph_.output_specs_.insert(graph_.output_specs_.begin() + at, std::move(spec));

@@ -110,8 +110,20 @@ TEST(Program, RejectsBadPrograms) {
 }
 
 TEST(Program, RejectsDeepNestingWithoutCrashing) {
-  std::string deep = std::string(100000, '[') + std::string(100000, ']');
-  expectBadProgram(deep, "malformed JSON");
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  expectBadProgram(deep, "not a JSON object");
+  // Deep text the IR keeps verbatim (metadata) is skipped without recursion and copied;
+  // deep argument maps, which the reader walks itself, are refused.
+  std::string in_metadata = bnDropoutTrainProgram();
+  replaceOnce(in_metadata, "\"metadata\": {", "\"metadata\": {\"deep\": " + deep + ", ");
+  EXPECT_EQ(Program::parse(in_metadata, "deep.json")->toJson(), in_metadata);
+  std::string maps;
+  for (int i = 0; i < 100000; ++i) maps += "{\"as_string_to_argument\": {\"k\": ";
+  maps += "{\"as_int\": 1}";
+  for (int i = 0; i < 100000; ++i) maps += "}}";
+  std::string in_argument = bnDropoutTrainProgram();
+  replaceOnce(in_argument, "{\"as_float\": 0.3}", maps);
+  expectBadProgram(in_argument, "nested too deeply");
 }
 
 }  // namespace

@@ -59,7 +59,7 @@ TEST(Pattern, MatchesProducerChains) {
   auto matches =
       matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("input", producedBy(relu)));
   ASSERT_EQ(matches.size(), 1u);
-  EXPECT_EQ(matches[0].nodes.at("relu")->name(), "relu");
+  EXPECT_EQ(matches[0].node("relu")->name(), "relu");
   EXPECT_EQ(matches[0].arg("x").tensor()->name(), "x");
   const Pattern sigmoid = Pattern({"aten.sigmoid.default"});
   EXPECT_TRUE(matchAll(program->graph(),
