@@ -21,7 +21,10 @@ import torch
 
 # torchao logs a warning for each optional CUDA kernel library it cannot load on this machine.
 logging.getLogger("torchao").setLevel(logging.ERROR)
-from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train  # noqa: E402
+from torchao.quantization.pt2e import (  # noqa: E402
+    move_exported_model_to_eval,
+    move_exported_model_to_train,
+)
 
 
 def summary(samples_ns):
