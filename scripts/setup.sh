@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake zlib1g-dev libsimdjson-dev libcli11-dev libabsl-dev libgtest-dev libgmock-dev
-              clang-format clang-tidy)
+              clang-format clang-tidy
+              libbenchmark-dev)  # bench/ micro-benchmarks (bench/run.sh)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
