@@ -26,10 +26,14 @@ inline constexpr std::string_view kModelsExtension = ".json";
 inline constexpr std::size_t kDataAlignment = 64;
 
 struct Record {
-  std::string name;           // full name, including the root folder
-  std::uint64_t data_offset;  // offset of the record's bytes in the file
-  std::uint64_t size;         // stored size (== uncompressed size: records are stored)
-  std::uint32_t crc32;        // as declared in the central directory
+  std::string name;                   // full name, including the root folder
+  std::uint64_t local_header_offset;  // offset of the record's local header in the file
+  std::uint64_t data_offset;          // offset of the record's bytes in the file
+  std::uint64_t size;                 // stored size (== uncompressed size: records are stored)
+  std::uint32_t crc32;                // as declared in the central directory
+  // The record's central directory entry as stored (fixed fields, name, extra fields,
+  // comment): a view into the reader's map, valid while the reader lives.
+  std::string_view central_entry;
 };
 
 // A read-only, memory-mapped PT2 archive. Construction validates the zip structure
@@ -39,6 +43,10 @@ struct Record {
 // kIo when the file cannot be opened or mapped. Empty directory entries (names ending in
 // '/', which torch never writes) are skipped. CRC-32s are not checked: that would read
 // every weight. The file must not be truncated by others while the reader lives.
+//
+// The file stays open (fd()) as long as the reader, so that record bytes can be copied
+// between files by the kernel (copy_file_range) instead of through the map: a weight
+// copied that way never becomes part of the process's memory.
 class ArchiveReader {
  public:
   explicit ArchiveReader(const std::filesystem::path& path);
@@ -47,6 +55,8 @@ class ArchiveReader {
   ArchiveReader& operator=(const ArchiveReader&) = delete;
 
   const std::filesystem::path& path() const { return path_; }
+  // The archive's file, open read-only for the reader's lifetime (close-on-exec).
+  int fd() const { return fd_; }
   // The top-level folder every record sits under, without the trailing '/'.
   const std::string& root() const { return root_; }
   // Records in the order they appear in the central directory.
@@ -58,12 +68,19 @@ class ArchiveReader {
   // The record's bytes after checking them against the record's CRC-32; throws
   // Error(kBadArchive) on a mismatch. For records exmode reads (programs), not for weights,
   // which are copied with their CRC and so stay checkable downstream.
+  // Prefetches the record's pages first.
   std::string_view checkedData(const Record& record) const;
+  // Asks the kernel to read the record's pages into the map now, in one go, rather than
+  // one fault at a time as they are touched (MADV_POPULATE_READ, or MADV_WILLNEED before
+  // Linux 5.14). Advice only: never fails. For records about to be read whole, such as
+  // programs; the pages then count towards the process's memory like any read part of the map.
+  void prefetch(const Record& record) const;
   // Names (relative to the root) of the program records, `models/<name>.json`.
   std::vector<std::string> programNames() const;
 
  private:
   std::filesystem::path path_;
+  int fd_ = -1;
   const char* map_ = nullptr;
   std::size_t map_size_ = 0;
   std::string root_;

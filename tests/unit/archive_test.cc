@@ -2,6 +2,7 @@
 // serialization id, and refusal of malformed or unsupported archives.
 #include "exmode/archive.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -195,6 +196,36 @@ TEST_F(ArchiveTest, WritesAndReadsBackRecords) {
   EXPECT_EQ(reader.find("models"), nullptr);
   EXPECT_EQ(reader.programNames(),
             (std::vector<std::string>{"models/model.json", "models/other.json"}));
+}
+
+TEST_F(ArchiveTest, ReaderKeepsHeaderOffsetsRawEntriesAndItsFile) {
+  const Entries entries = torchLikeEntries();
+  writeArchive(path("m.pt2"), entries);
+  const std::string bytes = readBytes(path("m.pt2"));
+  ArchiveReader reader(path("m.pt2"));
+  std::uint64_t previous_end = 0;
+  for (const Record& record : reader.records()) {
+    SCOPED_TRACE(record.name);
+    EXPECT_EQ(record.local_header_offset, previous_end);
+    EXPECT_EQ(zip::loadLE<std::uint32_t>(bytes.data() + record.local_header_offset),
+              zip::kLocalHeaderSignature);
+    EXPECT_EQ(bytes.substr(record.local_header_offset + zip::kLocalHeaderSize, record.name.size()),
+              record.name);
+    // The raw central entry is where the end record says the directory is, name and all.
+    const std::size_t central = centralHeaderOf(bytes, record.name);
+    ASSERT_GE(record.central_entry.size(), zip::kCentralHeaderSize + record.name.size());
+    EXPECT_EQ(record.central_entry.data() - reader.data(record).data(),
+              static_cast<std::ptrdiff_t>(central - record.data_offset));
+    EXPECT_EQ(record.central_entry.substr(zip::kCentralHeaderSize, record.name.size()),
+              record.name);
+    previous_end = record.data_offset + record.size;
+    reader.prefetch(record);  // advice: nothing observable but that it does not fail
+  }
+  // The descriptor reads the same file.
+  char first[4];
+  ASSERT_EQ(::pread(reader.fd(), first, sizeof first, 0), 4);
+  EXPECT_EQ(std::string_view(first, 4), std::string_view("PK\3\4", 4));
+  EXPECT_EQ(::fcntl(reader.fd(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
 }
 
 TEST_F(ArchiveTest, PadsLikeTorchForEveryNameLength) {
