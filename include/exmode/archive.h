@@ -1,15 +1,17 @@
 // The PT2 archive container: the zip file torch.export.save writes.
 //
 // Reading maps the file and never copies record data: a record is a view into the map.
-// Writing copies records byte for byte (stored, no compression), aligns each record's data
-// to 64 bytes as torch's writer does, uses zip64 where sizes or offsets need it, and keeps
-// `.data/serialization_id` consistent with the records written.
+// Writing copies records byte for byte (stored, no compression) from file to file through
+// the kernel, aligns each record's data to 64 bytes as torch's writer does, uses zip64
+// where sizes or offsets need it, and keeps `.data/serialization_id` consistent with the
+// records written.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,6 +89,15 @@ class ArchiveReader {
   std::vector<Record> records_;
 };
 
+// Whether writing makes the archive durable before returning.
+struct WriteOptions {
+  // fsync the file (and, in rewriteArchive, its directory after the rename) before
+  // returning. Without it the bytes reach the disk when the kernel writes them back, as
+  // with cp, torch.save and torch.export.save; a crash of the machine (not of the
+  // process) shortly after may then lose them.
+  bool sync = true;
+};
+
 // Writes an archive to `path` (usually a temporary file the caller renames). Records are
 // written in the order given, stored, each one's data aligned to kDataAlignment. The
 // writer writes the bytes it is given: keeping `.data/serialization_id` consistent is the
@@ -105,9 +116,28 @@ class ArchiveWriter {
   // records) to avoid recomputing it.
   void add(std::string_view name, std::string_view data,
            std::optional<std::uint32_t> crc32 = std::nullopt);
-  // Writes the central directory, flushes, syncs and closes the file. Throws kIo on
-  // failure. Without finish(), the destructor closes the file, leaving it incomplete.
-  void finish();
+  // Adds a record whose bytes are the concatenation of `chunks`, without joining them;
+  // the CRC-32 is computed over the chunks unless given.
+  void add(std::string_view name, std::span<const std::string_view> chunks,
+           std::optional<std::uint32_t> crc32 = std::nullopt);
+  // Adds `record` of `reader` under its name and with its CRC-32 (not re-checked). The
+  // bytes go from the reader's file to this one through the kernel (copy_file_range, or
+  // pread/write in 1 MiB blocks where that is unsupported), never through the reader's
+  // map, so copying a large record costs no memory.
+  void copy(const ArchiveReader& reader, const Record& record);
+  // Starts the archive with the first `count` records of `reader` (in central directory
+  // order) exactly as they are: the input's bytes from its start up to the local header of
+  // record `count` (headers, data descriptors, padding and all), copied in one go as by
+  // copy(), and their central directory entries as stored; their offsets stay valid
+  // because nothing before them moves. Records added afterwards follow. Returns false,
+  // writing nothing, unless this is the first call, `count` < reader.records().size(), and
+  // in the input the records' local headers appear in central directory order with no
+  // record's data running into the next record's header. `reader` must outlive finish().
+  [[nodiscard]] bool copyLeadingRecords(const ArchiveReader& reader, std::size_t count);
+  // Writes the central directory, flushes, syncs (if options.sync) and closes the file.
+  // Throws kIo on failure. Without finish(), the destructor closes the file, leaving it
+  // incomplete.
+  void finish(const WriteOptions& options = {});
 
  private:
   struct Impl;

@@ -2,8 +2,8 @@
 //
 // We read and write zip ourselves instead of using libzip or minizip: neither can place a
 // record's data at a 64-byte boundary with torch's 'FB' padding extra field, and neither
-// lets us copy a record's stored bytes straight out of a memory map. The subset needed
-// (stored records, zip64, no encryption, one disk) is small.
+// lets us copy a record's stored bytes file to file or keep a run of records exactly as
+// they were. The subset needed (stored records, zip64, no encryption, one disk) is small.
 #pragma once
 
 #include <libdeflate.h>

@@ -13,10 +13,13 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "archive/file_copy.h"
 #include "archive/zip_format.h"
 #include "exmode/error.h"
 
@@ -70,6 +73,44 @@ Entries torchLikeEntries() {
   };
   entries.emplace_back("arc/.data/serialization_id", idFor(entries, "arc"));
   return entries;
+}
+
+// `size` bytes that differ from one position to the next, so misplaced copies show.
+std::string noise(std::size_t size, unsigned seed) {
+  std::mt19937 generator(seed);
+  std::string bytes(size, '\0');
+  for (char& c : bytes) c = static_cast<char>(generator() & 0xFF);
+  return bytes;
+}
+
+// torchLikeEntries() with weights large enough to be copied by the kernel rather than
+// through the writer's buffer, and a weight of an odd size so later records are unaligned
+// in the input's file before padding.
+Entries torchLikeEntriesWithWeights() {
+  Entries entries = {
+      {"arc/data/weights/weight_0", noise(300 * 1024 + 3, 1)},
+      {"arc/data/weights/weight_1", noise(5, 2)},
+      {"arc/data/weights/weight_2", noise(2 * 1024 * 1024 + 17, 3)},
+      {"arc/data/weights/model_weights_config.json", "{\"config\": {}}"},
+      {"arc/models/model.json", "{\"graph_module\": {}}"},
+      {"arc/data/sample_inputs/model.pt", noise(70 * 1024, 4)},
+      {"arc/archive_format", "pt2"},
+      {"arc/.data/version", "6\n"},
+      {"arc/byteorder", "little"},
+  };
+  entries.emplace_back("arc/.data/serialization_id", idFor(entries, "arc"));
+  return entries;
+}
+
+// Whether Python's zipfile opens the archive and finds every CRC right; true when there
+// is no python3 to ask.
+bool pythonZipfileAccepts(const fs::path& file) {
+  if (std::system("python3 -c '' 2>/dev/null") != 0) return true;
+  const std::string command =
+      "python3 -c 'import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() is not "
+      "None)' '" +
+      file.string() + "'";
+  return std::system(command.c_str()) == 0;
 }
 
 std::uint16_t load16(const std::string& bytes, std::size_t at) {
@@ -493,6 +534,145 @@ TEST_F(ArchiveTest, RefusesBadNamesAndLayouts) {
   check({version, {"archive_format", "pt2"}}, "record archive_format is not inside a top-level");
   check({version, {"arc/dir/", "data"}}, "directory entry arc/dir/ has data");
   check({{"arc/", ""}}, "the archive has no records");
+}
+
+TEST(ZipFormat, Crc32Chains) {
+  const std::string data = noise(100000, 7);
+  const std::uint32_t whole = zip::crc32Of(data);
+  for (std::size_t split : {std::size_t{0}, std::size_t{1}, std::size_t{4096}, data.size()}) {
+    const std::string_view view(data);
+    EXPECT_EQ(zip::crc32Update(zip::crc32Of(view.substr(0, split)), view.substr(split)), whole);
+  }
+}
+
+class FileCopyTest : public ArchiveTest {
+ protected:
+  // An input of a few MiB and an output that already holds a few bytes, so offsets on both
+  // sides are unaligned.
+  void SetUp() override {
+    ArchiveTest::SetUp();
+    input_ = noise(3 * io::kCopyBlockSize + 12345, 11);
+    writeBytes(path("in"), input_);
+    in_fd_ = ::open(path("in").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(in_fd_, 0);
+  }
+  void TearDown() override {
+    ::close(in_fd_);
+    ArchiveTest::TearDown();
+  }
+
+  // Copies input_[offset, offset + size) after "head" into a new file; returns its bytes.
+  std::string copyToFile(std::uint64_t offset, std::uint64_t size, io::CopyMethod method) {
+    const int out = ::open(path("out").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    EXPECT_GE(out, 0);
+    io::writeAll(out, "head", 4, path("out"));
+    io::copyRange(in_fd_, offset, out, size, path("in"), path("out"), method);
+    EXPECT_EQ(::lseek(out, 0, SEEK_CUR), static_cast<off_t>(4 + size));
+    ::close(out);
+    return readBytes(path("out"));
+  }
+
+  std::string input_;
+  int in_fd_ = -1;
+};
+
+TEST_F(FileCopyTest, CopiesRangesWithTheKernelAndByReading) {
+  for (const io::CopyMethod method : {io::CopyMethod::kKernel, io::CopyMethod::kReadWrite}) {
+    const std::vector<std::pair<std::size_t, std::size_t>> ranges = {
+        {0, input_.size()},
+        {1, input_.size() - 1},
+        {4097, 2 * io::kCopyBlockSize + 1},
+        {input_.size(), 0},
+        {100, 1}};
+    for (const auto& [offset, size] : ranges) {
+      SCOPED_TRACE(std::to_string(offset) + "+" + std::to_string(size));
+      EXPECT_EQ(copyToFile(offset, size, method), "head" + input_.substr(offset, size));
+    }
+  }
+}
+
+TEST_F(FileCopyTest, FallsBackToReadingWhenTheKernelCannotCopy) {
+  // copy_file_range refuses pipes (EINVAL): the data must still all arrive, in order.
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  std::string received;
+  std::thread drain([&] {
+    char block[65536];
+    for (ssize_t got; (got = ::read(pipe_fds[0], block, sizeof block)) > 0;) {
+      received.append(block, static_cast<std::size_t>(got));
+    }
+  });
+  try {
+    io::copyRange(in_fd_, 7, pipe_fds[1], input_.size() - 7, path("in"), "pipe");
+  } catch (...) {
+    ::close(pipe_fds[1]);
+    drain.join();
+    throw;
+  }
+  ::close(pipe_fds[1]);
+  drain.join();
+  ::close(pipe_fds[0]);
+  EXPECT_EQ(received, input_.substr(7));
+}
+
+TEST_F(FileCopyTest, ReportsAnInputThatEndsEarly) {
+  for (const io::CopyMethod method : {io::CopyMethod::kKernel, io::CopyMethod::kReadWrite}) {
+    try {
+      copyToFile(input_.size() - 10, 11, method);
+      ADD_FAILURE() << "copying past the end succeeded";
+    } catch (const Error& error) {
+      EXPECT_EQ(error.kind(), ErrorKind::kIo);
+      EXPECT_NE(std::string(error.what()).find("ended early"), std::string::npos) << error.what();
+    }
+  }
+}
+
+TEST_F(ArchiveTest, WritesChunkedRecordsAsTheirConcatenation) {
+  const std::string big = noise(3 << 20, 5);  // larger than the writer's buffer
+  const std::vector<std::string_view> chunks = {"{\"a\": ", "", big, "}"};
+  const std::string joined = std::string(chunks[0]) + big + "}";
+  ArchiveWriter writer(path("m.pt2"));
+  writer.add("r/.data/version", "6\n");
+  writer.add("r/joined", chunks);
+  writer.add("r/none", std::span<const std::string_view>());
+  writer.finish();
+  ArchiveReader reader(path("m.pt2"));
+  EXPECT_EQ(reader.data(*reader.find("joined")), joined);
+  EXPECT_EQ(reader.find("joined")->crc32, zip::crc32Of(joined));
+  EXPECT_EQ(reader.data(*reader.find("none")), "");
+  EXPECT_EQ(reader.find("joined")->data_offset % kDataAlignment, 0u);
+  EXPECT_TRUE(pythonZipfileAccepts(path("m.pt2")));
+}
+
+TEST_F(ArchiveTest, CopiesRecordsFromAnotherArchive) {
+  const Entries entries = torchLikeEntriesWithWeights();
+  writeArchive(path("in.pt2"), entries);
+  ArchiveReader input(path("in.pt2"));
+  {
+    ArchiveWriter writer(path("out.pt2"));
+    writer.add("arc/first", "shifts every later record");
+    for (const Record& record : input.records()) writer.copy(input, record);
+    writer.finish();
+  }
+  ArchiveReader output(path("out.pt2"));
+  ASSERT_EQ(output.records().size(), entries.size() + 1);
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const Record& record = output.records()[i + 1];
+    EXPECT_EQ(record.name, entries[i].first);
+    EXPECT_EQ(output.data(record), entries[i].second) << record.name;
+    EXPECT_EQ(record.crc32, zip::crc32Of(entries[i].second)) << record.name;
+    EXPECT_EQ(record.data_offset % kDataAlignment, 0u) << record.name;
+  }
+  EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
+}
+
+TEST_F(ArchiveTest, CopiesLeadingRecordsOnlyAtTheStart) {
+  writeArchive(path("in.pt2"), torchLikeEntries());
+  ArchiveReader input(path("in.pt2"));
+  ArchiveWriter writer(path("out.pt2"));
+  EXPECT_FALSE(writer.copyLeadingRecords(input, input.records().size()));
+  writer.add("arc/.data/version", "6\n");
+  EXPECT_FALSE(writer.copyLeadingRecords(input, 1));
 }
 
 // Real archives written by torch.export.save, when the test data has some.
