@@ -4,7 +4,7 @@
 // Writing copies records byte for byte (stored, no compression) from file to file through
 // the kernel, aligns each record's data to 64 bytes as torch's writer does, uses zip64
 // where sizes or offsets need it, and keeps `.data/serialization_id` consistent with the
-// records written.
+// records written. A rewrite keeps everything before the first changed record as it is.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace exmode::archive {
@@ -149,19 +150,40 @@ class ArchiveWriter {
 std::string serializationId(const std::vector<std::string>& relative_names,
                             const std::vector<std::uint32_t>& crc32s);
 
+// New bytes for a record: the concatenation of `chunks`, which are not copied. Whatever
+// they view must stay alive until rewriteArchive returns.
+struct Replacement {
+  Replacement(std::string name, std::vector<std::string_view> data_chunks);
+  // One chunk: `{"models/model.json", json}` with `json` a std::string kept alive by the caller.
+  Replacement(std::string name, std::string_view data);
+  // Refused: a temporary string would be destroyed before rewriteArchive reads it.
+  template <typename S,
+            typename = std::enable_if_t<std::is_same_v<std::remove_cv_t<S>, std::string>>>
+  Replacement(std::string name, S&& data) = delete;
+
+  std::string relative_name;  // relative to the archive's root folder
+  std::vector<std::string_view> chunks;
+};
+
 // Copies `reader`'s archive to `out_path`, replacing the bytes of the records named in
 // `replacements` (relative names) and keeping every other record byte for byte. The
-// serialization id is recomputed if it was consistent in the input. The output is
-// written to a temporary file beside `out_path`, synced and renamed over it, so
-// `out_path` is either untouched or complete; it gets the input file's permission bits,
-// and when it is a symbolic link the file it points to is replaced. Throws
-// exmode::Error(kIo) on failure, kBadArchive when a replacement names no record or
-// names one twice.
-struct Replacement {
-  std::string relative_name;
-  std::string data;
-};
+// serialization id is recomputed if it was consistent in the input.
+//
+// Everything before the first record (in central directory order) whose bytes change is
+// copied as it is: torch writes weights first and programs last, so the weights' bytes,
+// headers and data descriptors come out identical, and are copied by the kernel
+// (copy_file_range), never read into memory. The records from the first changed one on
+// are rewritten, aligned as torch aligns them. Archives whose local headers are not in
+// central directory order are rewritten whole, still copied by the kernel.
+//
+// The output is written to a temporary file beside `out_path` and renamed over it, so
+// `out_path` is either untouched or complete, even if the process dies; with
+// options.sync the file and then the directory are also fsynced, so the new archive
+// survives a crash of the machine too. The output gets the input file's permission bits,
+// and when `out_path` is a symbolic link the file it points to is replaced. Throws
+// exmode::Error(kIo) on failure, kBadArchive when a replacement names no record or names
+// one twice.
 void rewriteArchive(const ArchiveReader& reader, const std::vector<Replacement>& replacements,
-                    const std::filesystem::path& out_path);
+                    const std::filesystem::path& out_path, const WriteOptions& options = {});
 
 }  // namespace exmode::archive

@@ -66,12 +66,17 @@ bool Model::modified() const {
   return false;
 }
 
-void Model::save(const std::filesystem::path& path) const {
-  std::vector<archive::Replacement> replacements;
+void Model::save(const std::filesystem::path& path, const archive::WriteOptions& options) const {
+  std::vector<std::string> texts;  // the replacements view them: filled first, then not touched
   for (const Entry& e : entries_) {
-    if (e.modified) replacements.push_back({e.record, e.program->toJson()});
+    if (e.modified) texts.push_back(e.program->toJson());
   }
-  archive::rewriteArchive(*reader_, replacements, path);
+  std::vector<archive::Replacement> replacements;
+  std::size_t next = 0;
+  for (const Entry& e : entries_) {
+    if (e.modified) replacements.push_back({e.record, std::string_view(texts[next++])});
+  }
+  archive::rewriteArchive(*reader_, replacements, path, options);
 }
 
 }  // namespace exmode

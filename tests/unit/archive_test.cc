@@ -666,6 +666,112 @@ TEST_F(ArchiveTest, CopiesRecordsFromAnotherArchive) {
   EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
 }
 
+TEST_F(ArchiveTest, ChunkedReplacementsAreConcatenated) {
+  writeArchive(path("in.pt2"), torchLikeEntriesWithWeights());
+  ArchiveReader input(path("in.pt2"));
+  const std::string middle = noise(200000, 9);
+  rewriteArchive(input, {{"models/model.json", std::vector<std::string_view>{"[", middle, "]"}}},
+                 path("out.pt2"));
+  ArchiveReader output(path("out.pt2"));
+  const Record& record = *output.find("models/model.json");
+  EXPECT_EQ(output.data(record), "[" + middle + "]");
+  EXPECT_EQ(record.crc32, zip::crc32Of("[" + middle + "]"));
+  EXPECT_EQ(output.checkedData(record), output.data(record));
+}
+
+// Everything before models/model.json, the first record that changes, comes out as it
+// was; the records from there on are rewritten, the id recomputed.
+TEST_F(ArchiveTest, RewriteKeepsTheBytesBeforeTheFirstChangedRecord) {
+  const Entries entries = torchLikeEntriesWithWeights();
+  writeArchive(path("in.pt2"), entries);
+  const std::string before = readBytes(path("in.pt2"));
+  ArchiveReader input(path("in.pt2"));
+  const std::string json = "{\"changed\": true, \"longer than before\": 1}";
+  rewriteArchive(input, {{"models/model.json", json}}, path("out.pt2"));
+
+  const std::string after = readBytes(path("out.pt2"));
+  const std::uint64_t prefix = input.find("models/model.json")->local_header_offset;
+  ASSERT_GT(prefix, 2u << 20);
+  EXPECT_TRUE(after.compare(0, prefix, before, 0, prefix) == 0);
+  ArchiveReader output(path("out.pt2"));
+  Entries expected = entries;
+  expected[4].second = json;
+  expected.back().second = idFor(expected, "arc");
+  ASSERT_EQ(output.records().size(), expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const Record& record = output.records()[i];
+    EXPECT_EQ(record.name, expected[i].first);
+    EXPECT_EQ(output.data(record), expected[i].second) << record.name;
+    EXPECT_EQ(record.crc32, zip::crc32Of(expected[i].second)) << record.name;
+    EXPECT_EQ(record.data_offset % kDataAlignment, 0u) << record.name;
+    if (i < 4) {  // kept: same place, same central directory entry
+      EXPECT_EQ(record.local_header_offset, input.records()[i].local_header_offset);
+      EXPECT_EQ(record.central_entry, input.records()[i].central_entry);
+    }
+  }
+  EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
+}
+
+// The id is the first record in file order here, so it is where the copy must stop.
+TEST_F(ArchiveTest, RewriteStopsTheCopyAtAnIdThatChanges) {
+  Entries entries = torchLikeEntriesWithWeights();
+  std::rotate(entries.begin(), entries.end() - 1, entries.end());
+  entries.front().second = idFor(entries, "arc");
+  writeArchive(path("in.pt2"), entries);
+  ArchiveReader input(path("in.pt2"));
+  rewriteArchive(input, {{"byteorder", "big"}}, path("out.pt2"));
+  ArchiveReader output(path("out.pt2"));
+  Entries expected = entries;
+  expected.back().second = "big";
+  expected.front().second = idFor(expected, "arc");
+  EXPECT_NE(expected.front().second, entries.front().second);
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(output.data(output.records()[i]), expected[i].second) << expected[i].first;
+  }
+}
+
+// Central directory order differs from file order: no prefix can be kept, so every
+// record is rewritten, in directory order.
+TEST_F(ArchiveTest, RewritesArchivesOutOfDirectoryOrderWhole) {
+  const Entries entries = torchLikeEntriesWithWeights();
+  writeArchive(path("in.pt2"), entries);
+  std::string bytes = readBytes(path("in.pt2"));
+  const std::size_t directory = centralHeaderOf(bytes, entries.front().first);
+  std::vector<std::string> central;
+  {
+    ArchiveReader reader(path("in.pt2"));
+    for (const Record& record : reader.records()) central.emplace_back(record.central_entry);
+  }
+  std::swap(central[0], central[2]);  // weight_2 first, then weight_1, weight_0
+  std::string reordered;
+  for (const std::string& entry : central) reordered += entry;
+  bytes.replace(directory, reordered.size(), reordered);
+  writeBytes(path("in.pt2"), bytes);
+
+  ArchiveReader input(path("in.pt2"));
+  EXPECT_EQ(input.records()[0].name, "arc/data/weights/weight_2");
+  {
+    ArchiveWriter writer(path("unused.pt2"));
+    EXPECT_FALSE(writer.copyLeadingRecords(input, 3));
+  }
+  rewriteArchive(input, {{"models/model.json", "{}"}}, path("out.pt2"));
+  ArchiveReader output(path("out.pt2"));
+  ASSERT_EQ(output.records().size(), entries.size());
+  std::uint64_t previous = 0;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const Record& record = output.records()[i];
+    EXPECT_EQ(record.name, input.records()[i].name);
+    const std::string expected =
+        record.name == "arc/models/model.json" ? "{}" : std::string(input.data(input.records()[i]));
+    if (record.name != "arc/.data/serialization_id") {
+      EXPECT_EQ(output.data(record), expected) << record.name;
+    }
+    EXPECT_TRUE(i == 0 || record.local_header_offset > previous) << record.name;
+    previous = record.local_header_offset;
+  }
+  EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
+}
+
 TEST_F(ArchiveTest, CopiesLeadingRecordsOnlyAtTheStart) {
   writeArchive(path("in.pt2"), torchLikeEntries());
   ArchiveReader input(path("in.pt2"));
@@ -673,6 +779,125 @@ TEST_F(ArchiveTest, CopiesLeadingRecordsOnlyAtTheStart) {
   EXPECT_FALSE(writer.copyLeadingRecords(input, input.records().size()));
   writer.add("arc/.data/version", "6\n");
   EXPECT_FALSE(writer.copyLeadingRecords(input, 1));
+}
+
+TEST_F(ArchiveTest, RewriteWritesTheSameBytesWithOrWithoutSync) {
+  writeArchive(path("in.pt2"), torchLikeEntriesWithWeights());
+  ArchiveReader input(path("in.pt2"));
+  const std::vector<Replacement> replacements = {{"models/model.json", "{\"x\": 1}"}};
+  rewriteArchive(input, replacements, path("synced.pt2"), {.sync = true});
+  rewriteArchive(input, replacements, path("unsynced.pt2"), {.sync = false});
+  rewriteArchive(input, replacements, path("default.pt2"));
+  EXPECT_EQ(readBytes(path("synced.pt2")), readBytes(path("unsynced.pt2")));
+  EXPECT_EQ(readBytes(path("synced.pt2")), readBytes(path("default.pt2")));
+}
+
+// Records whose headers carry zip64 extra fields although nothing needs them (as streaming
+// zip writers do): the copied prefix keeps them, header and central entry alike.
+TEST_F(ArchiveTest, RewriteKeepsZip64ExtraFieldsOfCopiedRecords) {
+  const Entries entries = {{"arc/data/weights/weight_0", noise(100000, 3)},
+                           {"arc/.data/version", "6\n"},
+                           {"arc/models/model.json", "{}"},
+                           {"arc/byteorder", "little"}};
+  std::string bytes;
+  std::string directory;
+  for (const auto& [name, data] : entries) {
+    const auto offset = static_cast<std::uint64_t>(bytes.size());
+    const std::uint32_t crc = zip::crc32Of(data);
+    const auto common = [&](std::string& out) {
+      zip::appendLE<std::uint16_t>(out, 0);  // flags
+      zip::appendLE<std::uint16_t>(out, zip::kMethodStored);
+      zip::appendLE<std::uint32_t>(out, 0);  // time, date
+      zip::appendLE<std::uint32_t>(out, crc);
+      zip::appendLE<std::uint32_t>(out, zip::kMax32);
+      zip::appendLE<std::uint32_t>(out, zip::kMax32);
+      zip::appendLE<std::uint16_t>(out, static_cast<std::uint16_t>(name.size()));
+    };
+    zip::appendLE<std::uint32_t>(bytes, zip::kLocalHeaderSignature);
+    zip::appendLE<std::uint16_t>(bytes, zip::kVersionNeededZip64);
+    common(bytes);
+    zip::appendLE<std::uint16_t>(bytes, 20);
+    bytes += name;
+    zip::appendLE<std::uint16_t>(bytes, zip::kZip64ExtraId);
+    zip::appendLE<std::uint16_t>(bytes, 16);
+    zip::appendLE<std::uint64_t>(bytes, data.size());
+    zip::appendLE<std::uint64_t>(bytes, data.size());
+    bytes += data;
+
+    zip::appendLE<std::uint32_t>(directory, zip::kCentralHeaderSignature);
+    zip::appendLE<std::uint16_t>(directory, zip::kVersionNeededZip64);
+    zip::appendLE<std::uint16_t>(directory, zip::kVersionNeededZip64);
+    common(directory);
+    zip::appendLE<std::uint16_t>(directory, 28);
+    zip::appendLE<std::uint16_t>(directory, 0);  // comment
+    zip::appendLE<std::uint16_t>(directory, 0);  // disk
+    zip::appendLE<std::uint16_t>(directory, 0);  // internal attributes
+    zip::appendLE<std::uint32_t>(directory, 0);  // external attributes
+    zip::appendLE<std::uint32_t>(directory, zip::kMax32);
+    directory += name;
+    zip::appendLE<std::uint16_t>(directory, zip::kZip64ExtraId);
+    zip::appendLE<std::uint16_t>(directory, 24);
+    zip::appendLE<std::uint64_t>(directory, data.size());
+    zip::appendLE<std::uint64_t>(directory, data.size());
+    zip::appendLE<std::uint64_t>(directory, offset);
+  }
+  const auto directory_offset = static_cast<std::uint32_t>(bytes.size());
+  bytes += directory;
+  zip::appendLE<std::uint32_t>(bytes, zip::kEndOfCentralDirSignature);
+  zip::appendLE<std::uint32_t>(bytes, 0);  // disks
+  zip::appendLE<std::uint16_t>(bytes, static_cast<std::uint16_t>(entries.size()));
+  zip::appendLE<std::uint16_t>(bytes, static_cast<std::uint16_t>(entries.size()));
+  zip::appendLE<std::uint32_t>(bytes, static_cast<std::uint32_t>(directory.size()));
+  zip::appendLE<std::uint32_t>(bytes, directory_offset);
+  zip::appendLE<std::uint16_t>(bytes, 0);  // comment
+  writeBytes(path("in.pt2"), bytes);
+  ASSERT_TRUE(pythonZipfileAccepts(path("in.pt2")));
+
+  ArchiveReader input(path("in.pt2"));
+  rewriteArchive(input, {{"models/model.json", "{\"changed\": 1}"}}, path("out.pt2"));
+  const std::string after = readBytes(path("out.pt2"));
+  const std::uint64_t prefix = input.find("models/model.json")->local_header_offset;
+  EXPECT_EQ(after.substr(0, prefix), bytes.substr(0, prefix));
+  ArchiveReader output(path("out.pt2"));
+  ASSERT_EQ(output.records().size(), entries.size());
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const Record& record = output.records()[i];
+    EXPECT_EQ(output.data(record), i == 2 ? "{\"changed\": 1}" : entries[i].second);
+    EXPECT_EQ(output.checkedData(record), output.data(record));
+    if (i < 2) {
+      EXPECT_EQ(record.central_entry, input.records()[i].central_entry);
+    }
+  }
+  EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
+}
+
+// 65k records need the zip64 end records; a rewrite keeps them whether it copies almost
+// every record as it is (last one replaced) or none (first one replaced).
+TEST_F(ArchiveTest, RewritesArchivesWithZip64EndRecords) {
+  constexpr std::size_t kCount = 0x10005;
+  {
+    ArchiveWriter writer(path("in.pt2"));
+    writer.add("r/.data/version", "6\n");
+    for (std::size_t i = 1; i < kCount; ++i) writer.add("r/" + std::to_string(i), "x");
+    writer.finish({.sync = false});
+  }
+  ArchiveReader input(path("in.pt2"));
+  const std::string last = std::to_string(kCount - 1);
+  for (const std::string& replaced : {last, std::string(".data/version")}) {
+    SCOPED_TRACE(replaced);
+    rewriteArchive(input, {{replaced, "changed"}}, path("out.pt2"), {.sync = false});
+    const std::string bytes = readBytes(path("out.pt2"));
+    const std::size_t eocd = bytes.size() - zip::kEndOfCentralDirSize;
+    EXPECT_EQ(load16(bytes, eocd + 10), zip::kMax16);
+    EXPECT_EQ(zip::loadLE<std::uint32_t>(bytes.data() + eocd - zip::kZip64LocatorSize),
+              zip::kZip64LocatorSignature);
+    ArchiveReader output(path("out.pt2"));
+    ASSERT_EQ(output.records().size(), kCount);
+    EXPECT_EQ(output.data(*output.find(replaced)), "changed");
+    EXPECT_EQ(output.data(*output.find("1")), "x");
+    EXPECT_EQ(output.data(output.records()[kCount - 2]), "x");
+    EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
+  }
 }
 
 // Real archives written by torch.export.save, when the test data has some.
@@ -718,6 +943,29 @@ TEST_F(ArchiveTest, RewritesTorchArchivesFaithfully) {
       EXPECT_EQ(copy.data(copied), input.data(original)) << original.name;
       EXPECT_EQ(copied.data_offset % kDataAlignment, 0u);
     }
+
+    // A changed program: torch writes it after the weights, so the weights, their headers
+    // and data descriptors come out identical.
+    const std::string json = std::string(input.data(*input.find("models/model.json"))) + " ";
+    rewriteArchive(input, {{"models/model.json", json}}, path("changed.pt2"), {.sync = false});
+    const std::uint64_t prefix = input.find("models/model.json")->local_header_offset;
+    EXPECT_GT(prefix, input.find("data/weights/model_weights_config.json")->local_header_offset);
+    EXPECT_EQ(readBytes(path("changed.pt2")).substr(0, prefix),
+              readBytes(archive).substr(0, prefix));
+    ArchiveReader changed(path("changed.pt2"));
+    ASSERT_EQ(changed.records().size(), input.records().size());
+    std::vector<std::uint32_t> changed_crcs;  // in output order, as torch would fold them
+    for (std::size_t i = 0; i < input.records().size(); ++i) {
+      const Record& record = changed.records()[i];
+      EXPECT_EQ(changed.checkedData(record).size(),
+                record.name.ends_with("models/model.json") ? json.size() : input.records()[i].size);
+      if (!id || record.name != id->name) changed_crcs.push_back(record.crc32);
+    }
+    if (id) {
+      EXPECT_EQ(changed.data(*changed.find(kSerializationIdPath)),
+                serializationId(names, changed_crcs));
+    }
+    EXPECT_TRUE(pythonZipfileAccepts(path("changed.pt2")));
   }
 }
 
