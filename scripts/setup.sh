@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(build-essential cmake zlib1g-dev libsimdjson-dev libcli11-dev libabsl-dev libgtest-dev libgmock-dev
+APT_PACKAGES=(build-essential cmake libdeflate-dev libsimdjson-dev libcli11-dev libabsl-dev libgtest-dev libgmock-dev
               clang-format clang-tidy
               libbenchmark-dev)  # bench/ micro-benchmarks (bench/run.sh)
 missing=()

@@ -40,8 +40,9 @@ class Model {
   bool modified() const;
 
   // Writes the archive atomically to `path` (which may be this model's own file): changed
-  // programs re-serialized, every other record copied byte for byte.
-  void save(const std::filesystem::path& path) const;
+  // programs re-serialized, every other record copied byte for byte. options.sync (the
+  // default) also fsyncs the file and its directory; see archive::rewriteArchive.
+  void save(const std::filesystem::path& path, const archive::WriteOptions& options = {}) const;
 
  private:
   struct Entry {

@@ -122,6 +122,8 @@ class Node {
   RawJson metadata() const { return metadata_; }
   // One string field of the metadata, unescaped; empty when absent.
   std::string metadataField(std::string_view key) const;
+  // The same field as JSON text (a quoted string token, escapes kept); empty when absent.
+  RawJson metadataFieldJson(std::string_view key) const;
   // The module path of the innermost nn_module_stack entry ("" for the root module).
   std::string modulePath() const;
   // The class of that module, e.g. "torch.nn.modules.activation.MultiheadAttention".

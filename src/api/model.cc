@@ -1,6 +1,11 @@
 // Model: an archive plus its parsed programs; see model.h.
 #include "exmode/model.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "exmode/error.h"
 
 namespace exmode {
@@ -9,9 +14,11 @@ std::unique_ptr<Model> Model::open(const std::filesystem::path& path) {
   auto model = std::unique_ptr<Model>(new Model());
   model->reader_ = std::make_unique<archive::ArchiveReader>(path);
   const archive::ArchiveReader& reader = *model->reader_;
-  std::error_code error;
-  const std::uintmax_t file_size = std::filesystem::file_size(path, error);
-  if (error) throw Error(ErrorKind::kIo, path.string() + ": cannot stat: " + error.message());
+  struct stat info {};
+  if (::fstat(reader.fd(), &info) != 0) {
+    throw Error(ErrorKind::kIo, path.string() + ": cannot stat: " + std::strerror(errno));
+  }
+  const auto file_size = static_cast<std::uint64_t>(info.st_size);
   for (const std::string& record : reader.programNames()) {
     const std::string name =
         record.substr(archive::kModelsDir.size(), record.size() - archive::kModelsDir.size() -
@@ -75,12 +82,19 @@ bool Model::modified() const {
   return false;
 }
 
-void Model::save(const std::filesystem::path& path) const {
-  std::vector<archive::Replacement> replacements;
+void Model::save(const std::filesystem::path& path, const archive::WriteOptions& options) const {
+  // Each changed program as chunks of its source and new text: nothing is joined, the
+  // writer takes the chunks as they are.
+  std::vector<SerializedProgram> texts;
   for (const Entry& e : entries_) {
-    if (e.modified) replacements.push_back({e.record, e.program->toJson()});
+    if (e.modified) texts.push_back(e.program->serialize());
   }
-  archive::rewriteArchive(*reader_, replacements, path);
+  std::vector<archive::Replacement> replacements;
+  std::size_t next = 0;
+  for (const Entry& e : entries_) {
+    if (e.modified) replacements.emplace_back(e.record, texts[next++].chunks);
+  }
+  archive::rewriteArchive(*reader_, replacements, path, options);
 }
 
 }  // namespace exmode

@@ -15,13 +15,20 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <unordered_set>
+#include <utility>
 
 #include "archive/zip_format.h"
 #include "exmode/archive.h"
 #include "exmode/error.h"
+
+// Linux 5.14; older C libraries do not name it.
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
 
 namespace exmode::archive {
 namespace {
@@ -38,6 +45,7 @@ struct Directory {
 
 // One central directory entry, with zip64 values resolved.
 struct CentralEntry {
+  std::string_view raw;  // the entry as stored, name, extra fields and comment included
   std::string name;
   std::uint16_t flags = 0;
   std::uint16_t method = 0;
@@ -94,9 +102,12 @@ class Parser {
     std::vector<Record> records;
     records.reserve(static_cast<std::size_t>(directory.entries));
     std::unordered_set<std::string> names;
-    FieldReader reader(file_.substr(directory.offset, directory.size));
+    const std::string_view central = file_.substr(directory.offset, directory.size);
+    FieldReader reader(central);
     for (std::uint64_t i = 0; i < directory.entries; ++i) {
+      const std::size_t start = reader.position();
       CentralEntry entry = readCentralEntry(reader, i);
+      entry.raw = central.substr(start, reader.position() - start);
       checkEntry(entry);
       checkRoot(entry.name, root);
       if (entry.name.back() == '/') {
@@ -107,7 +118,8 @@ class Parser {
         bad("record " + printable(entry.name) + " appears more than once");
       }
       const std::uint64_t data_offset = locateData(entry, directory.offset);
-      records.push_back(Record{std::move(entry.name), data_offset, entry.size, entry.crc32});
+      records.push_back(Record{std::move(entry.name), entry.local_offset, data_offset, entry.size,
+                               entry.crc32, entry.raw});
     }
     if (records.empty()) bad("the archive has no records");
     if (!names.count(root + "/" + std::string(kDataVersionPath))) {
@@ -334,10 +346,13 @@ class Parser {
   throw Error(ErrorKind::kIo, path.string() + ": " + what + ": " + std::strerror(error));
 }
 
-// Closes a descriptor when leaving scope; the map outlives it.
+// Closes a descriptor when leaving scope unless released.
 struct FdCloser {
   int fd;
-  ~FdCloser() { ::close(fd); }
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
+  }
+  int release() { return std::exchange(fd, -1); }
 };
 
 }  // namespace
@@ -345,7 +360,7 @@ struct FdCloser {
 ArchiveReader::ArchiveReader(const std::filesystem::path& path) : path_(path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) ioError(path, "cannot open", errno);
-  const FdCloser closer{fd};
+  FdCloser closer{fd};
   struct stat info {};
   if (::fstat(fd, &info) != 0) ioError(path, "cannot stat", errno);
   if (!S_ISREG(info.st_mode)) {
@@ -367,9 +382,13 @@ ArchiveReader::ArchiveReader(const std::filesystem::path& path) : path_(path) {
     ::munmap(const_cast<char*>(map_), map_size_);
     throw;
   }
+  fd_ = closer.release();
 }
 
-ArchiveReader::~ArchiveReader() { ::munmap(const_cast<char*>(map_), map_size_); }
+ArchiveReader::~ArchiveReader() {
+  ::munmap(const_cast<char*>(map_), map_size_);
+  ::close(fd_);
+}
 
 const Record* ArchiveReader::find(std::string_view relative_name) const {
   for (const Record& record : records_) {
@@ -386,7 +405,22 @@ std::string_view ArchiveReader::data(const Record& record) const {
   return std::string_view(map_ + record.data_offset, static_cast<std::size_t>(record.size));
 }
 
+void ArchiveReader::prefetch(const Record& record) const {
+  if (record.size == 0) return;
+  // The map starts on a page boundary, so rounding the start down stays inside it.
+  static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto first = reinterpret_cast<std::uintptr_t>(map_ + record.data_offset) & ~(page - 1);
+  const auto end = reinterpret_cast<std::uintptr_t>(map_ + record.data_offset + record.size);
+  void* const start = reinterpret_cast<void*>(first);
+  const std::size_t length = end - first;
+  // Advice only: failures (a signal, memory pressure, a file truncated under us) are left
+  // to the reads that follow, which fault the pages in themselves.
+  if (::madvise(start, length, MADV_POPULATE_READ) == 0) return;
+  if (errno == EINVAL) ::madvise(start, length, MADV_WILLNEED);  // before Linux 5.14
+}
+
 std::string_view ArchiveReader::checkedData(const Record& record) const {
+  prefetch(record);
   const std::string_view bytes = data(record);
   if (zip::crc32Of(bytes) != record.crc32) {
     throw Error(ErrorKind::kBadArchive, path_.string() + ": record " + printable(record.name) +

@@ -4,7 +4,9 @@
 //
 // Unlike torch's writer (miniz), local headers carry the CRC-32 and sizes and there are no
 // data descriptors: we know both before writing a record, and streaming readers reject
-// stored records whose sizes only follow the data.
+// stored records whose sizes only follow the data. Records copied from another archive
+// move file to file through the kernel (file_copy.h); a leading run of them can be kept
+// exactly as it was, descriptors included (copyLeadingRecords).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "archive/file_copy.h"
 #include "archive/zip_format.h"
 #include "exmode/archive.h"
 #include "exmode/error.h"
@@ -23,8 +26,9 @@ namespace exmode::archive {
 namespace {
 
 constexpr std::size_t kBufferSize = std::size_t{1} << 20;
-// write(2) moves at most about 2 GiB per call on Linux; ask for no more.
-constexpr std::size_t kMaxWriteSize = std::size_t{1} << 30;
+// Copied records smaller than this are read into the buffer: one pread instead of a flush
+// and a copy_file_range each, which matters for archives of many small records.
+constexpr std::size_t kSmallCopySize = std::size_t{64} << 10;
 
 struct WrittenRecord {
   std::string name;
@@ -80,6 +84,8 @@ struct ArchiveWriter::Impl {
   int fd = -1;
   std::string buffer;
   std::uint64_t cursor = 0;  // bytes written so far, buffered or not
+  // Central directory entries of the records copyLeadingRecords copied, as stored.
+  std::vector<std::string_view> leading_entries;
   std::vector<WrittenRecord> records;
   bool finished = false;
 
@@ -87,33 +93,56 @@ struct ArchiveWriter::Impl {
     throw Error(ErrorKind::kIo, path.string() + ": " + what + ": " + std::strerror(error));
   }
 
-  void writeAll(const char* data, std::size_t size) {
-    while (size > 0) {
-      const ssize_t written = ::write(fd, data, std::min(size, kMaxWriteSize));
-      if (written < 0) {
-        if (errno == EINTR) continue;
-        fail("write failed", errno);
-      }
-      data += written;
-      size -= static_cast<std::size_t>(written);
+  void checkOpen(const char* operation) const {
+    if (finished) {
+      throw std::logic_error(std::string("ArchiveWriter::") + operation + " after finish");
     }
   }
 
   void flush() {
-    writeAll(buffer.data(), buffer.size());
+    io::writeAll(fd, buffer.data(), buffer.size(), path);
     buffer.clear();
   }
 
-  // Large payloads go straight from the caller's memory (usually the input's map) to the
-  // file instead of through the buffer.
+  // Large payloads go straight from the caller's memory to the file instead of through
+  // the buffer.
   void emit(std::string_view bytes) {
     if (buffer.size() + bytes.size() > kBufferSize) flush();
     if (bytes.size() >= kBufferSize) {
-      writeAll(bytes.data(), bytes.size());
+      io::writeAll(fd, bytes.data(), bytes.size(), path);
     } else {
       buffer.append(bytes);
     }
     cursor += bytes.size();
+  }
+
+  // Appends `size` bytes of `in_fd` at `offset`: small ones read into the buffer, large
+  // ones copied by the kernel after flushing, so the file offset is the cursor.
+  void emitCopy(int in_fd, std::uint64_t offset, std::uint64_t size,
+                const std::filesystem::path& in_path) {
+    if (size < kSmallCopySize) {
+      const auto count = static_cast<std::size_t>(size);
+      if (buffer.size() + count > kBufferSize) flush();
+      const std::size_t at = buffer.size();
+      buffer.resize(at + count);
+      try {
+        io::readAll(in_fd, offset, buffer.data() + at, count, in_path);
+      } catch (...) {
+        buffer.resize(at);
+        throw;
+      }
+    } else {
+      flush();
+      io::copyRange(in_fd, offset, fd, size, in_path, path);
+    }
+    cursor += size;
+  }
+
+  void checkName(std::string_view name) const {
+    if (name.empty() || name.size() > zip::kMax16) {
+      throw Error(ErrorKind::kIo, path.string() + ": cannot write a record with a name of " +
+                                      std::to_string(name.size()) + " bytes (1 to 65535 allowed)");
+    }
   }
 
   std::string localHeader(const WrittenRecord& record) const {
@@ -166,7 +195,7 @@ struct ArchiveWriter::Impl {
 
   // The end records; the zip64 pair only when a count, size or offset does not fit.
   std::string endOfCentralDir(std::uint64_t directory_offset, std::uint64_t directory_size) const {
-    const std::uint64_t entries = records.size();
+    const std::uint64_t entries = leading_entries.size() + records.size();
     std::string end;
     if (entries >= zip::kMax16 || directory_offset >= zip::kMax32 ||
         directory_size >= zip::kMax32) {
@@ -218,27 +247,59 @@ ArchiveWriter::~ArchiveWriter() {
 
 void ArchiveWriter::add(std::string_view name, std::string_view data,
                         std::optional<std::uint32_t> crc32) {
-  if (impl_->finished) throw std::logic_error("ArchiveWriter::add after finish");
-  if (name.empty() || name.size() > zip::kMax16) {
-    throw Error(ErrorKind::kIo, impl_->path.string() + ": cannot write a record with a name of " +
-                                    std::to_string(name.size()) + " bytes (1 to 65535 allowed)");
+  add(name, std::span<const std::string_view>(&data, 1), crc32);
+}
+
+void ArchiveWriter::add(std::string_view name, std::span<const std::string_view> chunks,
+                        std::optional<std::uint32_t> crc32) {
+  impl_->checkOpen("add");
+  impl_->checkName(name);
+  std::uint64_t size = 0;
+  for (std::string_view chunk : chunks) size += chunk.size();
+  if (!crc32) {
+    crc32 = 0;
+    for (std::string_view chunk : chunks) crc32 = zip::crc32Update(*crc32, chunk);
   }
-  WrittenRecord record{std::string(name), crc32 ? *crc32 : zip::crc32Of(data), data.size(),
-                       impl_->cursor};
+  WrittenRecord record{std::string(name), *crc32, size, impl_->cursor};
   impl_->emit(impl_->localHeader(record));
-  impl_->emit(data);
+  for (std::string_view chunk : chunks) impl_->emit(chunk);
   impl_->records.push_back(std::move(record));
 }
 
-void ArchiveWriter::finish() {
+void ArchiveWriter::copy(const ArchiveReader& reader, const Record& record) {
+  impl_->checkOpen("copy");
+  impl_->checkName(record.name);
+  WrittenRecord written{record.name, record.crc32, record.size, impl_->cursor};
+  impl_->emit(impl_->localHeader(written));
+  impl_->emitCopy(reader.fd(), record.data_offset, record.size, reader.path());
+  impl_->records.push_back(std::move(written));
+}
+
+bool ArchiveWriter::copyLeadingRecords(const ArchiveReader& reader, std::size_t count) {
+  impl_->checkOpen("copyLeadingRecords");
+  const std::vector<Record>& input = reader.records();
+  if (impl_->cursor != 0 || count >= input.size()) return false;
+  // Local headers in directory order, each record's data ending before the next header.
+  // The reader has checked that every header and its data lie within the file.
+  for (std::size_t i = 0; i + 1 < input.size(); ++i) {
+    if (input[i].data_offset + input[i].size > input[i + 1].local_header_offset) return false;
+  }
+  const std::uint64_t end = input[count].local_header_offset;
+  impl_->emitCopy(reader.fd(), 0, end, reader.path());
+  for (std::size_t i = 0; i < count; ++i) impl_->leading_entries.push_back(input[i].central_entry);
+  return true;
+}
+
+void ArchiveWriter::finish(const WriteOptions& options) {
   if (impl_->finished) throw std::logic_error("ArchiveWriter::finish called twice");
   impl_->finished = true;
   const std::uint64_t directory_offset = impl_->cursor;
+  for (std::string_view entry : impl_->leading_entries) impl_->emit(entry);
   for (const WrittenRecord& record : impl_->records) impl_->emit(Impl::centralHeader(record));
   const std::uint64_t directory_size = impl_->cursor - directory_offset;
   impl_->emit(impl_->endOfCentralDir(directory_offset, directory_size));
   impl_->flush();
-  if (::fsync(impl_->fd) != 0) impl_->fail("fsync failed", errno);
+  if (options.sync && ::fsync(impl_->fd) != 0) impl_->fail("fsync failed", errno);
   const int fd = impl_->fd;
   impl_->fd = -1;
   if (::close(fd) != 0) impl_->fail("close failed", errno);

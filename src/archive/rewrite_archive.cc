@@ -1,6 +1,11 @@
 // rewriteArchive(): writes a copy of an archive with some records' bytes replaced, keeping
 // every other record byte for byte and the serialization id consistent, and replaces the
 // output file atomically so a failure never leaves a half-written archive behind.
+//
+// torch.export.save writes the weights first and the programs after them, so everything
+// before the first record that changes is copied as one range, exactly (the kernel may
+// share the blocks on file systems with reflinks); only the records from there on are laid
+// out anew.
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -8,6 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <span>
 #include <string>
 #include <system_error>
 #include <unordered_map>
@@ -26,16 +32,24 @@ namespace fs = std::filesystem;
   throw Error(ErrorKind::kIo, path.string() + ": " + what + ": " + std::strerror(error));
 }
 
+// A record to write: the input's, or new bytes for it.
 struct OutputRecord {
-  std::string_view name;  // full name
-  std::string_view data;
+  const Record* input;
+  bool changed = false;
+  std::span<const std::string_view> chunks;  // the new bytes, when changed
   std::uint32_t crc32;
 };
 
-// The records to write, in input order, and the storage for a recomputed id.
+// The records to write, in input order, and the storage for a recomputed id. Records point
+// into the plan, so it stays where it is built.
 struct Plan {
   std::vector<OutputRecord> records;
   std::string serialization_id;
+  std::string_view serialization_id_chunk;
+
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
 };
 
 std::string_view relativeName(const ArchiveReader& reader, const Record& record) {
@@ -59,12 +73,13 @@ std::unordered_map<std::string_view, const Replacement*> indexReplacements(
   return index;
 }
 
-// The serialization id over `records` as torch computes it: all records but the id itself.
+// The serialization id over `records` as torch computes it: all records but the id itself,
+// names and CRC-32s in write order.
 std::string idOf(const std::vector<OutputRecord>& records, std::string_view root) {
   std::vector<std::string> names;
   std::vector<std::uint32_t> crcs;
   for (const OutputRecord& record : records) {
-    const std::string_view relative = record.name.substr(root.size() + 1);
+    const std::string_view relative = std::string_view(record.input->name).substr(root.size() + 1);
     if (relative == kSerializationIdPath) continue;
     names.emplace_back(relative);
     crcs.push_back(record.crc32);
@@ -81,33 +96,39 @@ void updateSerializationId(const ArchiveReader& reader,
   if (!id || index.count(kSerializationIdPath)) return;
   std::vector<OutputRecord> input;
   for (const Record& record : reader.records()) {
-    input.push_back(OutputRecord{record.name, {}, record.crc32});
+    input.push_back(OutputRecord{.input = &record, .crc32 = record.crc32});
   }
-  if (reader.data(*id) != idOf(input, reader.root())) return;
+  const std::string_view stored = reader.data(*id);
+  if (stored != idOf(input, reader.root())) return;
   plan.serialization_id = idOf(plan.records, reader.root());
+  if (plan.serialization_id == stored) return;
+  plan.serialization_id_chunk = plan.serialization_id;
   for (OutputRecord& record : plan.records) {
-    if (record.name == id->name) {
-      record.data = plan.serialization_id;
-      record.crc32 = zip::crc32Of(record.data);
+    if (record.input == id) {
+      record.changed = true;
+      record.chunks = std::span<const std::string_view>(&plan.serialization_id_chunk, 1);
+      record.crc32 = zip::crc32Of(plan.serialization_id);
     }
   }
 }
 
-Plan planRecords(const ArchiveReader& reader, const std::vector<Replacement>& replacements) {
+void planRecords(const ArchiveReader& reader, const std::vector<Replacement>& replacements,
+                 Plan& plan) {
   const auto index = indexReplacements(reader, replacements);
-  Plan plan;
   plan.records.reserve(reader.records().size());
   for (const Record& record : reader.records()) {
     const auto replaced = index.find(relativeName(reader, record));
     if (replaced == index.end()) {
-      plan.records.push_back(OutputRecord{record.name, reader.data(record), record.crc32});
+      plan.records.push_back(OutputRecord{.input = &record, .crc32 = record.crc32});
     } else {
-      const std::string_view data = replaced->second->data;
-      plan.records.push_back(OutputRecord{record.name, data, zip::crc32Of(data)});
+      const std::vector<std::string_view>& chunks = replaced->second->chunks;
+      std::uint32_t crc = 0;
+      for (std::string_view chunk : chunks) crc = zip::crc32Update(crc, chunk);
+      plan.records.push_back(
+          OutputRecord{.input = &record, .changed = true, .chunks = chunks, .crc32 = crc});
     }
   }
   updateSerializationId(reader, index, plan);
-  return plan;
 }
 
 // Where the output really goes: a symlink is followed so the file it points to is replaced.
@@ -121,7 +142,7 @@ fs::path resolveTarget(const fs::path& out_path) {
 
 mode_t inputMode(const ArchiveReader& reader) {
   struct stat info {};
-  if (::stat(reader.path().c_str(), &info) != 0) ioError(reader.path(), "cannot stat", errno);
+  if (::fstat(reader.fd(), &info) != 0) ioError(reader.path(), "cannot stat", errno);
   return info.st_mode & 07777;
 }
 
@@ -137,19 +158,40 @@ void syncDirectory(const fs::path& directory) {
   }
 }
 
-void writeRecords(const Plan& plan, const fs::path& temp, int fd) {
+// Copies the records before the first changed one as they are (when the input's layout
+// allows it, which torch's always does), then writes the rest one by one. With nothing
+// changed, all but the last record are copied as they are.
+void writeRecords(const ArchiveReader& reader, const Plan& plan, const fs::path& temp, int fd,
+                  const WriteOptions& options) {
   ArchiveWriter writer(temp, fd);
-  for (const OutputRecord& record : plan.records) {
-    writer.add(record.name, record.data, record.crc32);
+  std::size_t first_changed = 0;
+  while (first_changed + 1 < plan.records.size() && !plan.records[first_changed].changed) {
+    ++first_changed;
   }
-  writer.finish();
+  const std::size_t start = writer.copyLeadingRecords(reader, first_changed) ? first_changed : 0;
+  for (std::size_t i = start; i < plan.records.size(); ++i) {
+    const OutputRecord& record = plan.records[i];
+    if (record.changed) {
+      writer.add(record.input->name, record.chunks, record.crc32);
+    } else {
+      writer.copy(reader, *record.input);
+    }
+  }
+  writer.finish(options);
 }
 
 }  // namespace
 
+Replacement::Replacement(std::string name, std::vector<std::string_view> data_chunks)
+    : relative_name(std::move(name)), chunks(std::move(data_chunks)) {}
+
+Replacement::Replacement(std::string name, std::string_view data)
+    : relative_name(std::move(name)), chunks{data} {}
+
 void rewriteArchive(const ArchiveReader& reader, const std::vector<Replacement>& replacements,
-                    const std::filesystem::path& out_path) {
-  const Plan plan = planRecords(reader, replacements);
+                    const std::filesystem::path& out_path, const WriteOptions& options) {
+  Plan plan;
+  planRecords(reader, replacements, plan);
   const mode_t mode = inputMode(reader);
   const fs::path target = resolveTarget(out_path);
   const fs::path directory = target.has_parent_path() ? target.parent_path() : fs::path(".");
@@ -167,7 +209,7 @@ void rewriteArchive(const ArchiveReader& reader, const std::vector<Replacement>&
       ::close(fd);
       ioError(temp, "cannot set permissions", error);
     }
-    writeRecords(plan, temp, fd);
+    writeRecords(reader, plan, temp, fd, options);
     if (::rename(temp.c_str(), target.c_str()) != 0) {
       ioError(target, "cannot replace with " + temp.filename().string(), errno);
     }
@@ -175,7 +217,7 @@ void rewriteArchive(const ArchiveReader& reader, const std::vector<Replacement>&
     ::unlink(temp.c_str());
     throw;
   }
-  syncDirectory(directory);
+  if (options.sync) syncDirectory(directory);
 }
 
 }  // namespace exmode::archive

@@ -2,11 +2,11 @@
 //
 // We read and write zip ourselves instead of using libzip or minizip: neither can place a
 // record's data at a 64-byte boundary with torch's 'FB' padding extra field, and neither
-// lets us copy a record's stored bytes straight out of a memory map. The subset needed
-// (stored records, zip64, no encryption, one disk) is small.
+// lets us copy a record's stored bytes file to file or keep a run of records exactly as
+// they were. The subset needed (stored records, zip64, no encryption, one disk) is small.
 #pragma once
 
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -71,11 +71,12 @@ void appendLE(std::string& out, T value) {
   }
 }
 
-// The CRC-32 zip stores for a record's bytes.
-inline std::uint32_t crc32Of(std::string_view data) {
-  return static_cast<std::uint32_t>(
-      ::crc32_z(0, reinterpret_cast<const Bytef*>(data.data()), data.size()));
+// The CRC-32 zip stores for a record's bytes. CRCs chain: the CRC of a concatenation is
+// crc32Update(crc32Of(a), b).
+inline std::uint32_t crc32Update(std::uint32_t crc, std::string_view data) {
+  return ::libdeflate_crc32(crc, data.data(), data.size());
 }
+inline std::uint32_t crc32Of(std::string_view data) { return crc32Update(0, data); }
 
 // Reads fields in sequence from a bounds-checked window of bytes. Reading past the end of
 // the window sets a sticky failure flag and yields zeros, so a parser can read a whole

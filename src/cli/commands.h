@@ -12,6 +12,7 @@ struct SwitchOptions {
   std::string input;
   std::string output;
   bool in_place = false;
+  bool sync = false;  // fsync the output; --in-place always does
   bool quiet = false;
 };
 

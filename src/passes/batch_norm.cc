@@ -111,16 +111,17 @@ Node* incrementOf(Value& counter, const Node& site, const Node* previous_site) {
   return found;
 }
 
-// Metadata for an inserted increment: the site's module stack and stack trace.
+// Metadata for an inserted increment: the site's module stack and stack trace, copied as
+// JSON text (no need to unescape and escape again).
 std::string incrementMetadata(const Node& site) {
   std::string text = "{";
   for (const char* key : {"stack_trace", "nn_module_stack"}) {
-    const std::string value = site.metadataField(key);
-    if (value.empty()) continue;
+    const RawJson value = site.metadataFieldJson(key);
+    if (value.size() < 2 || value.front() != '"' || value == "\"\"") continue;
     if (text.size() > 1) text += ", ";
     json::appendString(text, key);
     text += ": ";
-    json::appendString(text, value);
+    text += value;
   }
   return text + "}";
 }

@@ -55,6 +55,13 @@ const NamedArgument* Node::input(std::string_view name) const {
 
 Value* Node::output() const { return outputs_.size() == 1 ? outputs_.front().tensor() : nullptr; }
 
+RawJson Node::metadataFieldJson(std::string_view key) const {
+  for (const auto& [field, token] : metadata_fields_) {
+    if (field == key) return token;
+  }
+  return {};
+}
+
 std::string Node::metadataField(std::string_view key) const {
   for (const auto& [field, token] : metadata_fields_) {
     if (field != key) continue;

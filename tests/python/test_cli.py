@@ -1,8 +1,9 @@
 """The command line: help, usage errors, inspect (text and JSON) against what torch
-wrote in the program, and --in-place."""
+wrote in the program, --in-place and --sync."""
 
 import math
 import shutil
+import zipfile
 
 import pytest
 
@@ -162,3 +163,23 @@ def test_output_overwrites_existing_file(tmp_path, export_cache):
     out.write_bytes(b"old contents")
     run_ok("eval", export_cache("conv_bn2d", "train"), "-o", out)
     assert inspect_json(out)["programs"][0]["mode"] == "eval"
+
+
+def test_sync_writes_the_same_archive(tmp_path, export_cache):
+    """--sync only flushes: the same bytes, and, as without it, everything torch wrote
+    before the program (the weights, their headers and data descriptors) comes out as is."""
+    src = export_cache("resnetish", "train")
+    plain, synced = tmp_path / "plain.pt2", tmp_path / "synced.pt2"
+    run_ok("eval", src, "-o", plain)
+    run_ok("eval", src, "-o", synced, "--sync")
+    assert plain.read_bytes() == synced.read_bytes()
+    with zipfile.ZipFile(src) as z:
+        program = next(i for i in z.infolist() if i.filename.endswith("/models/model.json"))
+        assert any(i.filename.split("/", 1)[1].startswith("data/weights/")
+                   and i.header_offset < program.header_offset for i in z.infolist())
+    prefix = program.header_offset
+    assert plain.read_bytes()[:prefix] == src.read_bytes()[:prefix]
+    path = tmp_path / "model.pt2"
+    shutil.copyfile(src, path)
+    run_ok("eval", path, "--in-place", "--sync")
+    assert path.read_bytes() == plain.read_bytes()

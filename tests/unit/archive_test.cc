@@ -2,6 +2,7 @@
 // serialization id, and refusal of malformed or unsupported archives.
 #include "exmode/archive.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,10 +13,13 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "archive/file_copy.h"
 #include "archive/zip_format.h"
 #include "exmode/error.h"
 
@@ -69,6 +73,44 @@ Entries torchLikeEntries() {
   };
   entries.emplace_back("arc/.data/serialization_id", idFor(entries, "arc"));
   return entries;
+}
+
+// `size` bytes that differ from one position to the next, so misplaced copies show.
+std::string noise(std::size_t size, unsigned seed) {
+  std::mt19937 generator(seed);
+  std::string bytes(size, '\0');
+  for (char& c : bytes) c = static_cast<char>(generator() & 0xFF);
+  return bytes;
+}
+
+// torchLikeEntries() with weights large enough to be copied by the kernel rather than
+// through the writer's buffer, and a weight of an odd size so later records are unaligned
+// in the input's file before padding.
+Entries torchLikeEntriesWithWeights() {
+  Entries entries = {
+      {"arc/data/weights/weight_0", noise(300 * 1024 + 3, 1)},
+      {"arc/data/weights/weight_1", noise(5, 2)},
+      {"arc/data/weights/weight_2", noise(2 * 1024 * 1024 + 17, 3)},
+      {"arc/data/weights/model_weights_config.json", "{\"config\": {}}"},
+      {"arc/models/model.json", "{\"graph_module\": {}}"},
+      {"arc/data/sample_inputs/model.pt", noise(70 * 1024, 4)},
+      {"arc/archive_format", "pt2"},
+      {"arc/.data/version", "6\n"},
+      {"arc/byteorder", "little"},
+  };
+  entries.emplace_back("arc/.data/serialization_id", idFor(entries, "arc"));
+  return entries;
+}
+
+// Whether Python's zipfile opens the archive and finds every CRC right; true when there
+// is no python3 to ask.
+bool pythonZipfileAccepts(const fs::path& file) {
+  if (std::system("python3 -c '' 2>/dev/null") != 0) return true;
+  const std::string command =
+      "python3 -c 'import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() is not "
+      "None)' '" +
+      file.string() + "'";
+  return std::system(command.c_str()) == 0;
 }
 
 std::uint16_t load16(const std::string& bytes, std::size_t at) {
@@ -195,6 +237,36 @@ TEST_F(ArchiveTest, WritesAndReadsBackRecords) {
   EXPECT_EQ(reader.find("models"), nullptr);
   EXPECT_EQ(reader.programNames(),
             (std::vector<std::string>{"models/model.json", "models/other.json"}));
+}
+
+TEST_F(ArchiveTest, ReaderKeepsHeaderOffsetsRawEntriesAndItsFile) {
+  const Entries entries = torchLikeEntries();
+  writeArchive(path("m.pt2"), entries);
+  const std::string bytes = readBytes(path("m.pt2"));
+  ArchiveReader reader(path("m.pt2"));
+  std::uint64_t previous_end = 0;
+  for (const Record& record : reader.records()) {
+    SCOPED_TRACE(record.name);
+    EXPECT_EQ(record.local_header_offset, previous_end);
+    EXPECT_EQ(zip::loadLE<std::uint32_t>(bytes.data() + record.local_header_offset),
+              zip::kLocalHeaderSignature);
+    EXPECT_EQ(bytes.substr(record.local_header_offset + zip::kLocalHeaderSize, record.name.size()),
+              record.name);
+    // The raw central entry is where the end record says the directory is, name and all.
+    const std::size_t central = centralHeaderOf(bytes, record.name);
+    ASSERT_GE(record.central_entry.size(), zip::kCentralHeaderSize + record.name.size());
+    EXPECT_EQ(record.central_entry.data() - reader.data(record).data(),
+              static_cast<std::ptrdiff_t>(central - record.data_offset));
+    EXPECT_EQ(record.central_entry.substr(zip::kCentralHeaderSize, record.name.size()),
+              record.name);
+    previous_end = record.data_offset + record.size;
+    reader.prefetch(record);  // advice: nothing observable but that it does not fail
+  }
+  // The descriptor reads the same file.
+  char first[4];
+  ASSERT_EQ(::pread(reader.fd(), first, sizeof first, 0), 4);
+  EXPECT_EQ(std::string_view(first, 4), std::string_view("PK\3\4", 4));
+  EXPECT_EQ(::fcntl(reader.fd(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
 }
 
 TEST_F(ArchiveTest, PadsLikeTorchForEveryNameLength) {
@@ -464,6 +536,370 @@ TEST_F(ArchiveTest, RefusesBadNamesAndLayouts) {
   check({{"arc/", ""}}, "the archive has no records");
 }
 
+TEST(ZipFormat, Crc32Chains) {
+  const std::string data = noise(100000, 7);
+  const std::uint32_t whole = zip::crc32Of(data);
+  for (std::size_t split : {std::size_t{0}, std::size_t{1}, std::size_t{4096}, data.size()}) {
+    const std::string_view view(data);
+    EXPECT_EQ(zip::crc32Update(zip::crc32Of(view.substr(0, split)), view.substr(split)), whole);
+  }
+}
+
+class FileCopyTest : public ArchiveTest {
+ protected:
+  // An input of a few MiB and an output that already holds a few bytes, so offsets on both
+  // sides are unaligned.
+  void SetUp() override {
+    ArchiveTest::SetUp();
+    input_ = noise(3 * io::kCopyBlockSize + 12345, 11);
+    writeBytes(path("in"), input_);
+    in_fd_ = ::open(path("in").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(in_fd_, 0);
+  }
+  void TearDown() override {
+    ::close(in_fd_);
+    ArchiveTest::TearDown();
+  }
+
+  // Copies input_[offset, offset + size) after "head" into a new file; returns its bytes.
+  std::string copyToFile(std::uint64_t offset, std::uint64_t size, io::CopyMethod method) {
+    const int out = ::open(path("out").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    EXPECT_GE(out, 0);
+    io::writeAll(out, "head", 4, path("out"));
+    io::copyRange(in_fd_, offset, out, size, path("in"), path("out"), method);
+    EXPECT_EQ(::lseek(out, 0, SEEK_CUR), static_cast<off_t>(4 + size));
+    ::close(out);
+    return readBytes(path("out"));
+  }
+
+  std::string input_;
+  int in_fd_ = -1;
+};
+
+TEST_F(FileCopyTest, CopiesRangesWithTheKernelAndByReading) {
+  for (const io::CopyMethod method : {io::CopyMethod::kKernel, io::CopyMethod::kReadWrite}) {
+    const std::vector<std::pair<std::size_t, std::size_t>> ranges = {
+        {0, input_.size()},
+        {1, input_.size() - 1},
+        {4097, 2 * io::kCopyBlockSize + 1},
+        {input_.size(), 0},
+        {100, 1}};
+    for (const auto& [offset, size] : ranges) {
+      SCOPED_TRACE(std::to_string(offset) + "+" + std::to_string(size));
+      EXPECT_EQ(copyToFile(offset, size, method), "head" + input_.substr(offset, size));
+    }
+  }
+}
+
+TEST_F(FileCopyTest, FallsBackToReadingWhenTheKernelCannotCopy) {
+  // copy_file_range refuses pipes (EINVAL): the data must still all arrive, in order.
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  std::string received;
+  std::thread drain([&] {
+    char block[65536];
+    for (ssize_t got; (got = ::read(pipe_fds[0], block, sizeof block)) > 0;) {
+      received.append(block, static_cast<std::size_t>(got));
+    }
+  });
+  try {
+    io::copyRange(in_fd_, 7, pipe_fds[1], input_.size() - 7, path("in"), "pipe");
+  } catch (...) {
+    ::close(pipe_fds[1]);
+    drain.join();
+    throw;
+  }
+  ::close(pipe_fds[1]);
+  drain.join();
+  ::close(pipe_fds[0]);
+  EXPECT_EQ(received, input_.substr(7));
+}
+
+TEST_F(FileCopyTest, ReportsAnInputThatEndsEarly) {
+  for (const io::CopyMethod method : {io::CopyMethod::kKernel, io::CopyMethod::kReadWrite}) {
+    try {
+      copyToFile(input_.size() - 10, 11, method);
+      ADD_FAILURE() << "copying past the end succeeded";
+    } catch (const Error& error) {
+      EXPECT_EQ(error.kind(), ErrorKind::kIo);
+      EXPECT_NE(std::string(error.what()).find("ended early"), std::string::npos) << error.what();
+    }
+  }
+}
+
+TEST_F(ArchiveTest, WritesChunkedRecordsAsTheirConcatenation) {
+  const std::string big = noise(3 << 20, 5);  // larger than the writer's buffer
+  const std::vector<std::string_view> chunks = {"{\"a\": ", "", big, "}"};
+  const std::string joined = std::string(chunks[0]) + big + "}";
+  ArchiveWriter writer(path("m.pt2"));
+  writer.add("r/.data/version", "6\n");
+  writer.add("r/joined", chunks);
+  writer.add("r/none", std::span<const std::string_view>());
+  writer.finish();
+  ArchiveReader reader(path("m.pt2"));
+  EXPECT_EQ(reader.data(*reader.find("joined")), joined);
+  EXPECT_EQ(reader.find("joined")->crc32, zip::crc32Of(joined));
+  EXPECT_EQ(reader.data(*reader.find("none")), "");
+  EXPECT_EQ(reader.find("joined")->data_offset % kDataAlignment, 0u);
+  EXPECT_TRUE(pythonZipfileAccepts(path("m.pt2")));
+}
+
+TEST_F(ArchiveTest, CopiesRecordsFromAnotherArchive) {
+  const Entries entries = torchLikeEntriesWithWeights();
+  writeArchive(path("in.pt2"), entries);
+  ArchiveReader input(path("in.pt2"));
+  {
+    ArchiveWriter writer(path("out.pt2"));
+    writer.add("arc/first", "shifts every later record");
+    for (const Record& record : input.records()) writer.copy(input, record);
+    writer.finish();
+  }
+  ArchiveReader output(path("out.pt2"));
+  ASSERT_EQ(output.records().size(), entries.size() + 1);
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const Record& record = output.records()[i + 1];
+    EXPECT_EQ(record.name, entries[i].first);
+    EXPECT_EQ(output.data(record), entries[i].second) << record.name;
+    EXPECT_EQ(record.crc32, zip::crc32Of(entries[i].second)) << record.name;
+    EXPECT_EQ(record.data_offset % kDataAlignment, 0u) << record.name;
+  }
+  EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
+}
+
+TEST_F(ArchiveTest, ChunkedReplacementsAreConcatenated) {
+  writeArchive(path("in.pt2"), torchLikeEntriesWithWeights());
+  ArchiveReader input(path("in.pt2"));
+  const std::string middle = noise(200000, 9);
+  rewriteArchive(input, {{"models/model.json", std::vector<std::string_view>{"[", middle, "]"}}},
+                 path("out.pt2"));
+  ArchiveReader output(path("out.pt2"));
+  const Record& record = *output.find("models/model.json");
+  EXPECT_EQ(output.data(record), "[" + middle + "]");
+  EXPECT_EQ(record.crc32, zip::crc32Of("[" + middle + "]"));
+  EXPECT_EQ(output.checkedData(record), output.data(record));
+}
+
+// Everything before models/model.json, the first record that changes, comes out as it
+// was; the records from there on are rewritten, the id recomputed.
+TEST_F(ArchiveTest, RewriteKeepsTheBytesBeforeTheFirstChangedRecord) {
+  const Entries entries = torchLikeEntriesWithWeights();
+  writeArchive(path("in.pt2"), entries);
+  const std::string before = readBytes(path("in.pt2"));
+  ArchiveReader input(path("in.pt2"));
+  const std::string json = "{\"changed\": true, \"longer than before\": 1}";
+  rewriteArchive(input, {{"models/model.json", json}}, path("out.pt2"));
+
+  const std::string after = readBytes(path("out.pt2"));
+  const std::uint64_t prefix = input.find("models/model.json")->local_header_offset;
+  ASSERT_GT(prefix, 2u << 20);
+  EXPECT_TRUE(after.compare(0, prefix, before, 0, prefix) == 0);
+  ArchiveReader output(path("out.pt2"));
+  Entries expected = entries;
+  expected[4].second = json;
+  expected.back().second = idFor(expected, "arc");
+  ASSERT_EQ(output.records().size(), expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const Record& record = output.records()[i];
+    EXPECT_EQ(record.name, expected[i].first);
+    EXPECT_EQ(output.data(record), expected[i].second) << record.name;
+    EXPECT_EQ(record.crc32, zip::crc32Of(expected[i].second)) << record.name;
+    EXPECT_EQ(record.data_offset % kDataAlignment, 0u) << record.name;
+    if (i < 4) {  // kept: same place, same central directory entry
+      EXPECT_EQ(record.local_header_offset, input.records()[i].local_header_offset);
+      EXPECT_EQ(record.central_entry, input.records()[i].central_entry);
+    }
+  }
+  EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
+}
+
+// The id is the first record in file order here, so it is where the copy must stop.
+TEST_F(ArchiveTest, RewriteStopsTheCopyAtAnIdThatChanges) {
+  Entries entries = torchLikeEntriesWithWeights();
+  std::rotate(entries.begin(), entries.end() - 1, entries.end());
+  entries.front().second = idFor(entries, "arc");
+  writeArchive(path("in.pt2"), entries);
+  ArchiveReader input(path("in.pt2"));
+  rewriteArchive(input, {{"byteorder", "big"}}, path("out.pt2"));
+  ArchiveReader output(path("out.pt2"));
+  Entries expected = entries;
+  expected.back().second = "big";
+  expected.front().second = idFor(expected, "arc");
+  EXPECT_NE(expected.front().second, entries.front().second);
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(output.data(output.records()[i]), expected[i].second) << expected[i].first;
+  }
+}
+
+// Central directory order differs from file order: no prefix can be kept, so every
+// record is rewritten, in directory order.
+TEST_F(ArchiveTest, RewritesArchivesOutOfDirectoryOrderWhole) {
+  const Entries entries = torchLikeEntriesWithWeights();
+  writeArchive(path("in.pt2"), entries);
+  std::string bytes = readBytes(path("in.pt2"));
+  const std::size_t directory = centralHeaderOf(bytes, entries.front().first);
+  std::vector<std::string> central;
+  {
+    ArchiveReader reader(path("in.pt2"));
+    for (const Record& record : reader.records()) central.emplace_back(record.central_entry);
+  }
+  std::swap(central[0], central[2]);  // weight_2 first, then weight_1, weight_0
+  std::string reordered;
+  for (const std::string& entry : central) reordered += entry;
+  bytes.replace(directory, reordered.size(), reordered);
+  writeBytes(path("in.pt2"), bytes);
+
+  ArchiveReader input(path("in.pt2"));
+  EXPECT_EQ(input.records()[0].name, "arc/data/weights/weight_2");
+  {
+    ArchiveWriter writer(path("unused.pt2"));
+    EXPECT_FALSE(writer.copyLeadingRecords(input, 3));
+  }
+  rewriteArchive(input, {{"models/model.json", "{}"}}, path("out.pt2"));
+  ArchiveReader output(path("out.pt2"));
+  ASSERT_EQ(output.records().size(), entries.size());
+  std::uint64_t previous = 0;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const Record& record = output.records()[i];
+    EXPECT_EQ(record.name, input.records()[i].name);
+    const std::string expected =
+        record.name == "arc/models/model.json" ? "{}" : std::string(input.data(input.records()[i]));
+    if (record.name != "arc/.data/serialization_id") {
+      EXPECT_EQ(output.data(record), expected) << record.name;
+    }
+    EXPECT_TRUE(i == 0 || record.local_header_offset > previous) << record.name;
+    previous = record.local_header_offset;
+  }
+  EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
+}
+
+TEST_F(ArchiveTest, CopiesLeadingRecordsOnlyAtTheStart) {
+  writeArchive(path("in.pt2"), torchLikeEntries());
+  ArchiveReader input(path("in.pt2"));
+  ArchiveWriter writer(path("out.pt2"));
+  EXPECT_FALSE(writer.copyLeadingRecords(input, input.records().size()));
+  writer.add("arc/.data/version", "6\n");
+  EXPECT_FALSE(writer.copyLeadingRecords(input, 1));
+}
+
+TEST_F(ArchiveTest, RewriteWritesTheSameBytesWithOrWithoutSync) {
+  writeArchive(path("in.pt2"), torchLikeEntriesWithWeights());
+  ArchiveReader input(path("in.pt2"));
+  const std::vector<Replacement> replacements = {{"models/model.json", "{\"x\": 1}"}};
+  rewriteArchive(input, replacements, path("synced.pt2"), {.sync = true});
+  rewriteArchive(input, replacements, path("unsynced.pt2"), {.sync = false});
+  rewriteArchive(input, replacements, path("default.pt2"));
+  EXPECT_EQ(readBytes(path("synced.pt2")), readBytes(path("unsynced.pt2")));
+  EXPECT_EQ(readBytes(path("synced.pt2")), readBytes(path("default.pt2")));
+}
+
+// Records whose headers carry zip64 extra fields although nothing needs them (as streaming
+// zip writers do): the copied prefix keeps them, header and central entry alike.
+TEST_F(ArchiveTest, RewriteKeepsZip64ExtraFieldsOfCopiedRecords) {
+  const Entries entries = {{"arc/data/weights/weight_0", noise(100000, 3)},
+                           {"arc/.data/version", "6\n"},
+                           {"arc/models/model.json", "{}"},
+                           {"arc/byteorder", "little"}};
+  std::string bytes;
+  std::string directory;
+  for (const auto& [name, data] : entries) {
+    const auto offset = static_cast<std::uint64_t>(bytes.size());
+    const std::uint32_t crc = zip::crc32Of(data);
+    const auto common = [&](std::string& out) {
+      zip::appendLE<std::uint16_t>(out, 0);  // flags
+      zip::appendLE<std::uint16_t>(out, zip::kMethodStored);
+      zip::appendLE<std::uint32_t>(out, 0);  // time, date
+      zip::appendLE<std::uint32_t>(out, crc);
+      zip::appendLE<std::uint32_t>(out, zip::kMax32);
+      zip::appendLE<std::uint32_t>(out, zip::kMax32);
+      zip::appendLE<std::uint16_t>(out, static_cast<std::uint16_t>(name.size()));
+    };
+    zip::appendLE<std::uint32_t>(bytes, zip::kLocalHeaderSignature);
+    zip::appendLE<std::uint16_t>(bytes, zip::kVersionNeededZip64);
+    common(bytes);
+    zip::appendLE<std::uint16_t>(bytes, 20);
+    bytes += name;
+    zip::appendLE<std::uint16_t>(bytes, zip::kZip64ExtraId);
+    zip::appendLE<std::uint16_t>(bytes, 16);
+    zip::appendLE<std::uint64_t>(bytes, data.size());
+    zip::appendLE<std::uint64_t>(bytes, data.size());
+    bytes += data;
+
+    zip::appendLE<std::uint32_t>(directory, zip::kCentralHeaderSignature);
+    zip::appendLE<std::uint16_t>(directory, zip::kVersionNeededZip64);
+    zip::appendLE<std::uint16_t>(directory, zip::kVersionNeededZip64);
+    common(directory);
+    zip::appendLE<std::uint16_t>(directory, 28);
+    zip::appendLE<std::uint16_t>(directory, 0);  // comment
+    zip::appendLE<std::uint16_t>(directory, 0);  // disk
+    zip::appendLE<std::uint16_t>(directory, 0);  // internal attributes
+    zip::appendLE<std::uint32_t>(directory, 0);  // external attributes
+    zip::appendLE<std::uint32_t>(directory, zip::kMax32);
+    directory += name;
+    zip::appendLE<std::uint16_t>(directory, zip::kZip64ExtraId);
+    zip::appendLE<std::uint16_t>(directory, 24);
+    zip::appendLE<std::uint64_t>(directory, data.size());
+    zip::appendLE<std::uint64_t>(directory, data.size());
+    zip::appendLE<std::uint64_t>(directory, offset);
+  }
+  const auto directory_offset = static_cast<std::uint32_t>(bytes.size());
+  bytes += directory;
+  zip::appendLE<std::uint32_t>(bytes, zip::kEndOfCentralDirSignature);
+  zip::appendLE<std::uint32_t>(bytes, 0);  // disks
+  zip::appendLE<std::uint16_t>(bytes, static_cast<std::uint16_t>(entries.size()));
+  zip::appendLE<std::uint16_t>(bytes, static_cast<std::uint16_t>(entries.size()));
+  zip::appendLE<std::uint32_t>(bytes, static_cast<std::uint32_t>(directory.size()));
+  zip::appendLE<std::uint32_t>(bytes, directory_offset);
+  zip::appendLE<std::uint16_t>(bytes, 0);  // comment
+  writeBytes(path("in.pt2"), bytes);
+  ASSERT_TRUE(pythonZipfileAccepts(path("in.pt2")));
+
+  ArchiveReader input(path("in.pt2"));
+  rewriteArchive(input, {{"models/model.json", "{\"changed\": 1}"}}, path("out.pt2"));
+  const std::string after = readBytes(path("out.pt2"));
+  const std::uint64_t prefix = input.find("models/model.json")->local_header_offset;
+  EXPECT_EQ(after.substr(0, prefix), bytes.substr(0, prefix));
+  ArchiveReader output(path("out.pt2"));
+  ASSERT_EQ(output.records().size(), entries.size());
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const Record& record = output.records()[i];
+    EXPECT_EQ(output.data(record), i == 2 ? "{\"changed\": 1}" : entries[i].second);
+    EXPECT_EQ(output.checkedData(record), output.data(record));
+    if (i < 2) {
+      EXPECT_EQ(record.central_entry, input.records()[i].central_entry);
+    }
+  }
+  EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
+}
+
+// 65k records need the zip64 end records; a rewrite keeps them whether it copies almost
+// every record as it is (last one replaced) or none (first one replaced).
+TEST_F(ArchiveTest, RewritesArchivesWithZip64EndRecords) {
+  constexpr std::size_t kCount = 0x10005;
+  {
+    ArchiveWriter writer(path("in.pt2"));
+    writer.add("r/.data/version", "6\n");
+    for (std::size_t i = 1; i < kCount; ++i) writer.add("r/" + std::to_string(i), "x");
+    writer.finish({.sync = false});
+  }
+  ArchiveReader input(path("in.pt2"));
+  const std::string last = std::to_string(kCount - 1);
+  for (const std::string& replaced : {last, std::string(".data/version")}) {
+    SCOPED_TRACE(replaced);
+    rewriteArchive(input, {{replaced, "changed"}}, path("out.pt2"), {.sync = false});
+    const std::string bytes = readBytes(path("out.pt2"));
+    const std::size_t eocd = bytes.size() - zip::kEndOfCentralDirSize;
+    EXPECT_EQ(load16(bytes, eocd + 10), zip::kMax16);
+    EXPECT_EQ(zip::loadLE<std::uint32_t>(bytes.data() + eocd - zip::kZip64LocatorSize),
+              zip::kZip64LocatorSignature);
+    ArchiveReader output(path("out.pt2"));
+    ASSERT_EQ(output.records().size(), kCount);
+    EXPECT_EQ(output.data(*output.find(replaced)), "changed");
+    EXPECT_EQ(output.data(*output.find("1")), "x");
+    EXPECT_EQ(output.data(output.records()[kCount - 2]), "x");
+    EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
+  }
+}
+
 // Real archives written by torch.export.save, when the test data has some.
 TEST_F(ArchiveTest, RewritesTorchArchivesFaithfully) {
   std::vector<fs::path> archives;
@@ -507,6 +943,29 @@ TEST_F(ArchiveTest, RewritesTorchArchivesFaithfully) {
       EXPECT_EQ(copy.data(copied), input.data(original)) << original.name;
       EXPECT_EQ(copied.data_offset % kDataAlignment, 0u);
     }
+
+    // A changed program: torch writes it after the weights, so the weights, their headers
+    // and data descriptors come out identical.
+    const std::string json = std::string(input.data(*input.find("models/model.json"))) + " ";
+    rewriteArchive(input, {{"models/model.json", json}}, path("changed.pt2"), {.sync = false});
+    const std::uint64_t prefix = input.find("models/model.json")->local_header_offset;
+    EXPECT_GT(prefix, input.find("data/weights/model_weights_config.json")->local_header_offset);
+    EXPECT_EQ(readBytes(path("changed.pt2")).substr(0, prefix),
+              readBytes(archive).substr(0, prefix));
+    ArchiveReader changed(path("changed.pt2"));
+    ASSERT_EQ(changed.records().size(), input.records().size());
+    std::vector<std::uint32_t> changed_crcs;  // in output order, as torch would fold them
+    for (std::size_t i = 0; i < input.records().size(); ++i) {
+      const Record& record = changed.records()[i];
+      EXPECT_EQ(changed.checkedData(record).size(),
+                record.name.ends_with("models/model.json") ? json.size() : input.records()[i].size);
+      if (!id || record.name != id->name) changed_crcs.push_back(record.crc32);
+    }
+    if (id) {
+      EXPECT_EQ(changed.data(*changed.find(kSerializationIdPath)),
+                serializationId(names, changed_crcs));
+    }
+    EXPECT_TRUE(pythonZipfileAccepts(path("changed.pt2")));
   }
 }
 

@@ -1,0 +1,100 @@
+// copyRange() and writeAll(); see file_copy.h.
+#include "archive/file_copy.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "exmode/error.h"
+
+namespace exmode::archive::io {
+namespace {
+
+// read(2), write(2) and copy_file_range(2) move at most about 2 GiB per call on Linux;
+// ask for no more.
+constexpr std::size_t kMaxTransfer = std::size_t{1} << 30;
+
+[[noreturn]] void fail(const std::filesystem::path& path, const std::string& what, int error) {
+  throw Error(ErrorKind::kIo, path.string() + ": " + what + ": " + std::strerror(error));
+}
+
+bool kernelCannotCopy(int error) {
+  return error == EXDEV || error == ENOSYS || error == EINVAL || error == EOPNOTSUPP;  // == ENOTSUP
+}
+
+// The copy through a buffer: at most one block of the input is in memory at a time.
+void copyByReading(int in_fd, std::uint64_t in_offset, int out_fd, std::uint64_t size,
+                   const std::filesystem::path& in_path, const std::filesystem::path& out_path) {
+  const auto block = static_cast<std::size_t>(std::min<std::uint64_t>(size, kCopyBlockSize));
+  const std::unique_ptr<char[]> buffer(new char[block]);
+  while (size > 0) {
+    const auto count = static_cast<std::size_t>(std::min<std::uint64_t>(size, block));
+    readAll(in_fd, in_offset, buffer.get(), count, in_path);
+    writeAll(out_fd, buffer.get(), count, out_path);
+    in_offset += count;
+    size -= count;
+  }
+}
+
+}  // namespace
+
+void writeAll(int fd, const char* data, std::size_t size, const std::filesystem::path& path) {
+  while (size > 0) {
+    const ssize_t written = ::write(fd, data, std::min(size, kMaxTransfer));
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      fail(path, "write failed", errno);
+    }
+    data += written;
+    size -= static_cast<std::size_t>(written);
+  }
+}
+
+void readAll(int fd, std::uint64_t offset, char* out, std::size_t size,
+             const std::filesystem::path& path) {
+  while (size > 0) {
+    const ssize_t got = ::pread(fd, out, std::min(size, kMaxTransfer), static_cast<off_t>(offset));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      fail(path, "read failed", errno);
+    }
+    if (got == 0) {
+      throw Error(ErrorKind::kIo, path.string() + ": file ended early at offset " +
+                                      std::to_string(offset) + " (truncated while in use?)");
+    }
+    out += got;
+    offset += static_cast<std::uint64_t>(got);
+    size -= static_cast<std::size_t>(got);
+  }
+}
+
+void copyRange(int in_fd, std::uint64_t in_offset, int out_fd, std::uint64_t size,
+               const std::filesystem::path& in_path, const std::filesystem::path& out_path,
+               CopyMethod method) {
+  if (method == CopyMethod::kKernel) {
+    while (size > 0) {
+      auto offset = static_cast<off_t>(in_offset);
+      const ssize_t copied = ::copy_file_range(
+          in_fd, &offset, out_fd, nullptr,
+          static_cast<std::size_t>(std::min<std::uint64_t>(size, kMaxTransfer)), 0);
+      if (copied < 0) {
+        if (errno == EINTR) continue;
+        if (kernelCannotCopy(errno)) break;
+        // Which side failed is not known; the output is the usual suspect (disk full).
+        fail(out_path, "copy from " + in_path.string() + " failed", errno);
+      }
+      // Nothing copied: the input ended, or a file system that reports no size (some
+      // pseudo and network file systems) cannot be copied this way. Reading tells which.
+      if (copied == 0) break;
+      in_offset += static_cast<std::uint64_t>(copied);
+      size -= static_cast<std::uint64_t>(copied);
+    }
+  }
+  if (size > 0) copyByReading(in_fd, in_offset, out_fd, size, in_path, out_path);
+}
+
+}  // namespace exmode::archive::io

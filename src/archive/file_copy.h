@@ -1,0 +1,38 @@
+// Copying a range of one file into another without mapping it: copy_file_range(2), which
+// lets the kernel copy (or, on file systems with reflinks, share) the blocks, falling back
+// to reading and writing through a small buffer where the kernel cannot copy between the
+// two files. Either way the bytes never pass through a memory map of the input, so copying
+// a gigabyte of weights does not make them part of the process's memory.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+
+namespace exmode::archive::io {
+
+enum class CopyMethod {
+  kKernel,     // copy_file_range, with the fallback below when the kernel refuses
+  kReadWrite,  // pread/write in kCopyBlockSize blocks only (the fallback; tests force it)
+};
+
+inline constexpr std::size_t kCopyBlockSize = std::size_t{1} << 20;
+
+// Copies `size` bytes of `in_fd` starting at `in_offset` to `out_fd` at its file offset,
+// which advances by `size`; `in_fd`'s file offset is not used. Falls back from the kernel
+// copy on EXDEV, ENOSYS, EINVAL, EOPNOTSUPP (e.g. `out_fd` is a pipe, an old kernel, a file
+// system without support) and when the kernel copies nothing before the end. Throws
+// exmode::Error(kIo) naming `in_path` when the input ends early or cannot be read, and
+// `out_path` when the output cannot be written.
+void copyRange(int in_fd, std::uint64_t in_offset, int out_fd, std::uint64_t size,
+               const std::filesystem::path& in_path, const std::filesystem::path& out_path,
+               CopyMethod method = CopyMethod::kKernel);
+
+// Writes all of `size` bytes, retrying on EINTR and short writes. Throws Error(kIo).
+void writeAll(int fd, const char* data, std::size_t size, const std::filesystem::path& path);
+
+// Reads exactly `size` bytes at `offset` into `out`. Throws Error(kIo) on failure and when
+// the file ends first.
+void readAll(int fd, std::uint64_t offset, char* out, std::size_t size,
+             const std::filesystem::path& path);
+
+}  // namespace exmode::archive::io
