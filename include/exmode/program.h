@@ -251,7 +251,9 @@ inline constexpr std::int64_t kSupportedSchemaMajor = 8;
 // Program lives and is not changed.
 struct SerializedProgram {
   std::vector<std::string_view> chunks;
-  std::deque<std::string> owned;  // the writer's own text
+  // The writer's own text; each string on the heap so that chunks stay valid when the
+  // SerializedProgram is moved (a moved short string would take its bytes with it).
+  std::vector<std::unique_ptr<std::string>> owned;
   std::size_t size = 0;
   std::string join() const;
 };

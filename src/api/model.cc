@@ -86,6 +86,7 @@ void Model::save(const std::filesystem::path& path, const archive::WriteOptions&
   // Each changed program as chunks of its source and new text: nothing is joined, the
   // writer takes the chunks as they are.
   std::vector<SerializedProgram> texts;
+  texts.reserve(entries_.size());
   for (const Entry& e : entries_) {
     if (e.modified) texts.push_back(e.program->serialize());
   }

@@ -36,7 +36,7 @@ class ProgramWriter {
   void flushText() {
     if (text_.empty()) return;
     out_.size += text_.size();
-    out_.chunks.push_back(out_.owned.emplace_back(std::move(text_)));
+    out_.chunks.push_back(*out_.owned.emplace_back(std::make_unique<std::string>(std::move(text_))));
     text_ = std::string();
   }
 
