@@ -73,6 +73,9 @@ class ArchiveReader {
   // which are copied with their CRC and so stay checkable downstream.
   // Prefetches the record's pages first.
   std::string_view checkedData(const Record& record) const;
+  // Checks the record's bytes against its CRC-32 (the check checkedData() makes); throws
+  // Error(kBadArchive) on a mismatch. Safe to call from another thread.
+  void checkCrc(const Record& record) const;
   // Asks the kernel to read the record's pages into the map now, in one go, rather than
   // one fault at a time as they are touched (MADV_POPULATE_READ, or MADV_WILLNEED before
   // Linux 5.14). Advice only: never fails. For records about to be read whole, such as

@@ -5,6 +5,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <exception>
+#include <thread>
 
 #include "exmode/error.h"
 
@@ -24,13 +26,33 @@ std::unique_ptr<Model> Model::open(const std::filesystem::path& path) {
         record.substr(archive::kModelsDir.size(), record.size() - archive::kModelsDir.size() -
                                                       archive::kModelsExtension.size());
     const archive::Record* r = reader.find(record);
-    const std::string_view json = reader.checkedData(*r);
+    reader.prefetch(*r);
+    const std::string_view json = reader.data(*r);
     std::string name_in_errors = path.string() + ": " + record;
     // Parsed in place in the map when the archive has bytes to spare after the record
     // (there always are: the central directory follows), copied otherwise.
     const bool padded = r->data_offset + r->size + kJsonPadding <= file_size;
-    auto program = padded ? Program::parseInPlace(json, std::move(name_in_errors))
-                          : Program::parse(json, std::move(name_in_errors));
+    // The CRC-32 is checked on a second core while the program is parsed; a damaged record
+    // is reported as such even when the damage also broke the JSON.
+    std::exception_ptr crc_error;
+    std::thread crc_check([&] {
+      try {
+        reader.checkCrc(*r);
+      } catch (...) {
+        crc_error = std::current_exception();
+      }
+    });
+    std::unique_ptr<Program> program;
+    std::exception_ptr parse_error;
+    try {
+      program = padded ? Program::parseInPlace(json, std::move(name_in_errors))
+                       : Program::parse(json, std::move(name_in_errors));
+    } catch (...) {
+      parse_error = std::current_exception();
+    }
+    crc_check.join();
+    if (crc_error) std::rethrow_exception(crc_error);
+    if (parse_error) std::rethrow_exception(parse_error);
     model->entries_.push_back({name, record, std::move(program), false});
   }
   if (model->entries_.empty()) {

@@ -419,14 +419,17 @@ void ArchiveReader::prefetch(const Record& record) const {
   if (errno == EINVAL) ::madvise(start, length, MADV_WILLNEED);  // before Linux 5.14
 }
 
-std::string_view ArchiveReader::checkedData(const Record& record) const {
-  prefetch(record);
-  const std::string_view bytes = data(record);
-  if (zip::crc32Of(bytes) != record.crc32) {
+void ArchiveReader::checkCrc(const Record& record) const {
+  if (zip::crc32Of(data(record)) != record.crc32) {
     throw Error(ErrorKind::kBadArchive, path_.string() + ": record " + printable(record.name) +
                                             " is damaged (its CRC-32 does not match its data)");
   }
-  return bytes;
+}
+
+std::string_view ArchiveReader::checkedData(const Record& record) const {
+  prefetch(record);
+  checkCrc(record);
+  return data(record);
 }
 
 std::vector<std::string> ArchiveReader::programNames() const {

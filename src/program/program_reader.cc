@@ -333,7 +333,10 @@ class ProgramReader {
         readArgumentList(array(v, "graph.outputs"), graph.outputs_, "graph output", Role::kUse);
       } else if (k == "nodes" && !seen[2]) {
         seen[2] = true;
+        // While nodes are read, every defined value is indexed by name (see resolve()).
+        reading_nodes_ = true;
         elements(array(v, "graph.nodes"), "graph.nodes", [&](od::value node) { readNode(node); });
+        reading_nodes_ = false;
       } else if (k == "tensor_values" && !seen[3]) {
         seen[3] = true;
         readTensorValues(object(v, "graph.tensor_values"));
@@ -367,8 +370,21 @@ class ProgramReader {
       const char* entry_begin = field.key().raw() - 1;  // the key's opening quote
       const std::string_view name = key(field);
       const RawJson meta = raw(field.value());
-      // An entry no input or node defines is kept as it is: it defines nothing usable.
-      Value* value = graph.tryGetValue(name);
+      // torch writes tensor_values in definition order: try the next defined value before
+      // hashing the name. An entry no input or node defines is kept as it is: it defines
+      // nothing usable.
+      Value* value = nullptr;
+      while (next_defined_ < graph.value_storage_.size() &&
+             graph.value_storage_[next_defined_].producer_ == nullptr &&
+             graph.value_storage_[next_defined_].declared_symbol_) {
+        ++next_defined_;
+      }
+      if (next_defined_ < graph.value_storage_.size() &&
+          graph.value_storage_[next_defined_].name_ == name) {
+        value = &graph.value_storage_[next_defined_++];
+      } else {
+        value = graph.tryGetValue(name);
+      }
       if (value == nullptr) {
         value = define(name, nullptr, true);
       } else if (!value->tensor_meta_.empty()) {
@@ -450,6 +466,7 @@ class ProgramReader {
     const std::size_t index = graph.nodes_.size();
     n.order_ = index;
     n.members_.reserve(6);
+    n.inputs_.reserve(4);
     bool seen_target = false;
     bool seen_inputs = false;
     bool seen_outputs = false;
@@ -680,7 +697,18 @@ class ProgramReader {
       }
       return define(name, const_cast<Node*>(where.node), true);
     }
-    Value* value = graph.tryGetValue(name);
+    // Hashing the name is the costly part of reading a large graph; two cheap guesses go
+    // first: the value a signature entry is expected to name, and the latest definition
+    // (most nodes read their predecessor's output).
+    Value* value = nullptr;
+    if (hint_ != nullptr && hint_->name_ == name) {
+      value = hint_;
+    } else if (reading_nodes_ && !graph.value_storage_.empty() &&
+               graph.value_storage_.back().name_ == name) {
+      value = &graph.value_storage_.back();
+    } else {
+      value = graph.tryGetValue(name);
+    }
     if (value == nullptr) {
       // Defined further on (graph outputs precede the nodes), a declared symbol, or an
       // error: settled by resolvePending() once the graph is read.
@@ -753,8 +781,13 @@ class ProgramReader {
     fields(sig, "signature", [&](std::string_view k, od::value v) {
       if (k == "input_specs" && !seen_inputs) {
         seen_inputs = true;
-        elements(array(v, "signature.input_specs"), "signature.input_specs",
-                 [&](od::value spec) { graph.input_specs_.push_back(readSpec(spec, "input spec")); });
+        elements(array(v, "signature.input_specs"), "signature.input_specs", [&](od::value spec) {
+          // Input spec i names graph input i (verify() checks it).
+          const std::size_t i = graph.input_specs_.size();
+          hint_ = i < graph.inputs_.size() ? graph.inputs_[i].tensor() : nullptr;
+          graph.input_specs_.push_back(readSpec(spec, "input spec"));
+          hint_ = nullptr;
+        });
       } else if (k == "output_specs" && !seen_outputs) {
         seen_outputs = true;
         elements(array(v, "signature.output_specs"), "signature.output_specs", [&](od::value spec) {
@@ -829,6 +862,9 @@ class ProgramReader {
   absl::flat_hash_set<std::string_view> declared_symbols_;
   absl::flat_hash_set<std::string_view> targets_;
   std::vector<Pending> pending_;
+  std::size_t next_defined_ = 0;  // tensor_values: the value the next entry likely names
+  Value* hint_ = nullptr;         // the value the reference being read likely names
+  bool reading_nodes_ = false;
 };
 
 std::unique_ptr<Program> Program::parseSource(std::string_view json, std::string source_name) {

@@ -40,9 +40,15 @@ class ProgramWriter {
     text_ = std::string();
   }
 
-  // Text owned by the program (its source or arena), referenced rather than copied.
+  // Text owned by the program (its source or arena), referenced rather than copied; short
+  // pieces are copied instead, so a changed node does not fan out into many tiny chunks.
   void kept(std::string_view bytes) {
     if (bytes.empty()) return;
+    if (bytes.size() < kMinChunk && !continuesLastChunk(bytes)) {
+      text_ += bytes;
+      last_end_ = bytes.data() + bytes.size();
+      return;
+    }
     flushText();
     if (!out_.chunks.empty() &&
         out_.chunks.back().data() + out_.chunks.back().size() == bytes.data()) {
@@ -53,6 +59,13 @@ class ProgramWriter {
     }
     out_.size += bytes.size();
     last_end_ = bytes.data() + bytes.size();
+  }
+
+  static constexpr std::size_t kMinChunk = 256;
+
+  bool continuesLastChunk(std::string_view bytes) const {
+    return text_.empty() && !out_.chunks.empty() &&
+           out_.chunks.back().data() + out_.chunks.back().size() == bytes.data();
   }
 
   bool inSource(const char* p) const {

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "exmode/error.h"
+#include "exmode/passes.h"
 #include "program/json_text.h"
 #include "test_programs.h"
 
@@ -57,6 +58,33 @@ TEST(Program, KeepsFieldsItDoesNotModel) {
   EXPECT_EQ(program->toJson(), input);  // also the top-level "future_field" of the fixture
 }
 
+TEST(Program, KeepsUnknownFieldsOfChangedNodesAndTensorArguments) {
+  // The dropout node changes (train flag); its untouched input keeps a field the schema
+  // may add to TensorArgument, and the changed node keeps an unknown member.
+  std::string input = bnDropoutTrainProgram();
+  const std::string from = "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"batch_norm\"}}";
+  const std::string to =
+      "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"batch_norm\", \"future\": [1, 2]}}";
+  input.replace(input.find(from), from.size(), to);
+  auto program = Program::parse(input, "t.json");
+  switchMode(*program, Mode::kEval);
+  const std::string output = program->toJson();
+  EXPECT_NE(output.find(to), std::string::npos) << output;
+  EXPECT_NE(output.find("\"train\", \"arg\": {\"as_bool\": false}"), std::string::npos) << output;
+  EXPECT_EQ(Program::parse(output, "out.json")->toJson(), output);
+}
+
+TEST(Program, SerializesUnchangedStretchesAsOneChunk) {
+  const std::string input = bnDropoutTrainProgram();
+  auto program = Program::parse(input, "t.json");
+  const SerializedProgram unchanged = program->serialize();
+  EXPECT_EQ(unchanged.join(), input);
+  switchMode(*program, Mode::kEval);
+  const SerializedProgram changed = program->serialize();
+  EXPECT_EQ(changed.size, changed.join().size());
+  EXPECT_LT(changed.chunks.size(), 12u);  // a few per changed node, not one per value
+}
+
 TEST(Program, PrintsGraph) {
   auto program = Program::parse(bnDropoutTrainProgram(), "t.json");
   const std::string text = printGraph(program->graph());
@@ -87,6 +115,7 @@ void replaceOnce(std::string& s, const std::string& from, const std::string& to)
 TEST(Program, RejectsBadPrograms) {
   expectBadProgram("{\"graph_module\": ", "malformed JSON");
   expectBadProgram("[1, 2]", "not a JSON object");
+  expectBadProgram(bnDropoutTrainProgram() + " {}", "content after the program");
   expectBadProgram(testing::makeProgram({}, {}, {}, "x", 99), "unsupported schema version 99.20");
   std::string dangling = bnDropoutTrainProgram();
   replaceOnce(dangling,
