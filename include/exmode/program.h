@@ -8,6 +8,7 @@
 #pragma once
 
 #include <absl/container/flat_hash_map.h>
+#include <absl/container/inlined_vector.h>
 
 #include <cstdint>
 #include <deque>
@@ -42,11 +43,14 @@ struct Ref {
   std::uint32_t length = 0;  // length of the quoted string token
 };
 
+// Most payloads reference one value: kept inline, without an allocation.
+using Refs = absl::InlinedVector<Ref, 1>;
+
 // JSON text with the value references found in it. Written out with each reference
 // replaced by its value's current name, so rewires need no re-parse.
 struct RefText {
   RawJson text;
-  std::vector<Ref> refs;
+  Refs refs;
 };
 
 // How the IR writes back what it read: an item (node, argument, signature entry) that
@@ -118,8 +122,10 @@ class Node {
   const NamedArgument* input(std::string_view name) const;
   // The value of a single-tensor output; null otherwise.
   Value* output() const;
-  // Raw `metadata` object text (stack_trace, nn_module_stack, ...).
-  RawJson metadata() const { return metadata_; }
+  // The `metadata` object's members (key, JSON text of the value), in order.
+  const std::vector<std::pair<std::string_view, RawJson>>& metadataFields() const {
+    return metadata_fields_;
+  }
   // One string field of the metadata, unescaped; empty when absent.
   std::string metadataField(std::string_view key) const;
   // The same field as JSON text (a quoted string token, escapes kept); empty when absent.
@@ -140,7 +146,7 @@ class Node {
   std::string_view target_;
   std::vector<NamedArgument> inputs_;
   std::vector<Argument> outputs_;
-  RawJson metadata_;
+  RawJson metadata_;  // the metadata object's text, until changed (then written from fields)
   // The metadata's members (key, raw string token), read with the node: metadata is a
   // flat dict[str, str] that passes query per site.
   std::vector<std::pair<std::string_view, RawJson>> metadata_fields_;

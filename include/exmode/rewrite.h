@@ -20,7 +20,9 @@ struct NewNode {
   std::string target;
   std::vector<NamedArgument> inputs;
   std::vector<std::pair<std::string, RawJson>> tensor_outputs;
-  RawJson metadata = "{}";
+  // Metadata members (key, JSON text of the value), e.g. copied from another node with
+  // Node::metadataFieldJson(). The text must live as long as the program.
+  std::vector<std::pair<std::string_view, RawJson>> metadata;
 };
 
 class Rewriter {

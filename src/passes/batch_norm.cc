@@ -111,19 +111,16 @@ Node* incrementOf(Value& counter, const Node& site, const Node* previous_site) {
   return found;
 }
 
-// Metadata for an inserted increment: the site's module stack and stack trace, copied as
-// JSON text (no need to unescape and escape again).
-std::string incrementMetadata(const Node& site) {
-  std::string text = "{";
-  for (const char* key : {"stack_trace", "nn_module_stack"}) {
+// Metadata for an inserted increment: the site's module stack and stack trace, as the
+// site's own JSON text (a view: nothing is copied).
+std::vector<std::pair<std::string_view, RawJson>> incrementMetadata(const Node& site) {
+  std::vector<std::pair<std::string_view, RawJson>> fields;
+  for (std::string_view key : {std::string_view("stack_trace"), std::string_view("nn_module_stack")}) {
     const RawJson value = site.metadataFieldJson(key);
     if (value.size() < 2 || value.front() != '"' || value == "\"\"") continue;
-    if (text.size() > 1) text += ", ";
-    json::appendString(text, key);
-    text += ": ";
-    text += value;
+    fields.emplace_back(key, value);
   }
-  return text + "}";
+  return fields;
 }
 
 class BatchNormPass final : public ModePass {
@@ -199,7 +196,7 @@ class BatchNormPass final : public ModePass {
     increment.inputs = {{"self", rewriter.tensorArg(latest), "1"},
                         {"other", rewriter.intArg(1), "1"}};
     increment.tensor_outputs = {{graph.freshName("add_"), counter.tensorMeta()}};
-    increment.metadata = rewriter.keep(incrementMetadata(site));
+    increment.metadata = incrementMetadata(site);
     Node& added = rewriter.insertBefore(site, std::move(increment));
     rewriter.replaceUses(latest, *added.output(), &site);
   }

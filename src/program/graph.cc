@@ -81,25 +81,37 @@ namespace {
 
 // The innermost entry of nn_module_stack, "key,path,type;key,path,type;..." (outermost
 // first; the path may itself hold commas), split into path and type.
-std::pair<std::string, std::string> innermostModule(const std::string& stack) {
+std::pair<std::string_view, std::string_view> innermostModule(std::string_view stack) {
   if (stack.empty()) return {};
-  const std::size_t start = stack.rfind(';') == std::string::npos ? 0 : stack.rfind(';') + 1;
-  const std::string_view entry = std::string_view(stack).substr(start);
+  const std::size_t semicolon = stack.rfind(';');
+  const std::string_view entry =
+      semicolon == std::string_view::npos ? stack : stack.substr(semicolon + 1);
   const std::size_t first = entry.find(',');
   const std::size_t last = entry.rfind(',');
   if (first == std::string_view::npos || last == first) return {};
-  return {std::string(entry.substr(first + 1, last - first - 1)),
-          std::string(entry.substr(last + 1))};
+  return {entry.substr(first + 1, last - first - 1), entry.substr(last + 1)};
+}
+
+// The innermost module entry of a node, read from the stack's JSON text in place (it has
+// no escapes in practice; one that does is unescaped first).
+template <class Part>
+std::string moduleEntryPart(const Node& node, Part part) {
+  const RawJson token = node.metadataFieldJson("nn_module_stack");
+  if (token.size() < 2 || token.front() != '"') return {};
+  const std::string_view inner = token.substr(1, token.size() - 2);
+  if (inner.find('\\') == std::string_view::npos) return std::string(part(innermostModule(inner)));
+  const std::string stack = node.metadataField("nn_module_stack");
+  return std::string(part(innermostModule(stack)));
 }
 
 }  // namespace
 
 std::string Node::modulePath() const {
-  return innermostModule(metadataField("nn_module_stack")).first;
+  return moduleEntryPart(*this, [](const auto& entry) { return entry.first; });
 }
 
 std::string Node::moduleType() const {
-  return innermostModule(metadataField("nn_module_stack")).second;
+  return moduleEntryPart(*this, [](const auto& entry) { return entry.second; });
 }
 
 Value* Graph::tryGetValue(std::string_view name) const {

@@ -567,7 +567,7 @@ class ProgramReader {
   // Records where value names sit in a payload while reading it.
   struct Slots {
     const char* begin;
-    std::vector<Ref>& refs;
+    Refs& refs;
   };
 
   void readPayload(Argument& arg, od::value payload, const Where& where, Role role, int depth) {

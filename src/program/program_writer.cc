@@ -191,11 +191,20 @@ class ProgramWriter {
       if (key == "target") json::appendString(text_, node.target_);
       if (key == "name") json::appendString(text_, node.name_);
       if (key == "metadata") {
-        if (node.metadata_.empty()) {
-          text("{}");
-        } else {
+        if (!node.metadata_.empty()) {
           kept(node.metadata_);
+          return;
         }
+        text('{');
+        bool first_field = true;
+        for (const auto& [field, value] : node.metadata_fields_) {
+          if (!first_field) text(", ");
+          first_field = false;
+          json::appendString(text_, field);
+          text(": ");
+          kept(value);
+        }
+        text('}');
       }
       if (key == "outputs") {
         writeList(node.outputs_, [&](const Argument& a, bool f) { writeArgument(a, f); });

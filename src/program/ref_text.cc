@@ -5,14 +5,14 @@
 
 namespace exmode {
 
-void appendShifted(std::string& text, std::vector<Ref>& refs, std::string_view payload,
-                   const std::vector<Ref>& payload_refs) {
+void appendShifted(std::string& text, Refs& refs, std::string_view payload,
+                   const Refs& payload_refs) {
   const auto base = static_cast<std::uint32_t>(text.size());
   for (Ref r : payload_refs) refs.push_back({r.value, r.offset + base, r.length});
   text += payload;
 }
 
-void appendUnion(std::string& text, std::vector<Ref>& refs, const Argument& arg) {
+void appendUnion(std::string& text, Refs& refs, const Argument& arg) {
   text += '{';
   json::appendString(text, arg.kind);
   text += ": ";

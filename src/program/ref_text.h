@@ -10,10 +10,10 @@
 namespace exmode {
 
 // Appends `payload` to `text`, moving its references along.
-void appendShifted(std::string& text, std::vector<Ref>& refs, std::string_view payload,
-                   const std::vector<Ref>& payload_refs);
+void appendShifted(std::string& text, Refs& refs, std::string_view payload,
+                   const Refs& payload_refs);
 // Appends an Argument union {"<kind>": <payload>}, moving its references along.
-void appendUnion(std::string& text, std::vector<Ref>& refs, const Argument& arg);
+void appendUnion(std::string& text, Refs& refs, const Argument& arg);
 // Appends `ref_text` with every reference replaced by its value's current name.
 void appendResolved(std::string& out, const RefText& ref_text);
 

@@ -1,7 +1,5 @@
 // The rewriter: every graph change goes through here so that uses, the by-target index,
 // tensor_values and the signature stay consistent with the nodes.
-#include <simdjson.h>
-
 #include <algorithm>
 #include <stdexcept>
 
@@ -19,29 +17,6 @@ Argument plain(std::string_view kind, RawJson text) {
   arg.kind = kind;
   arg.payload.text = text;
   return arg;
-}
-
-// Indexes a new node's metadata members (Node::metadata_fields_), as the reader does.
-void indexMetadata(std::string_view metadata,
-                   std::vector<std::pair<std::string_view, RawJson>>& fields) {
-  thread_local simdjson::dom::parser parser;  // reused: allocating one costs more than a parse
-  simdjson::padded_string padded(metadata);
-  simdjson::dom::object object;
-  if (parser.parse(padded).get_object().get(object) != simdjson::SUCCESS) return;
-  std::string text;
-  for (auto field : object) {
-    // Locate each member's value in the original text: keys are unique and written by
-    // us or torch as "key": value.
-    text.clear();
-    json::appendString(text, field.key);
-    const std::size_t at = metadata.find(text + ": ");
-    if (at == std::string_view::npos) continue;
-    const std::size_t value_begin = at + text.size() + 2;
-    text.clear();
-    json::appendElement(text, field.value);
-    if (metadata.substr(value_begin, text.size()) != text) continue;
-    fields.emplace_back(metadata.substr(at + 1, field.key.size()), metadata.substr(value_begin, text.size()));
-  }
 }
 
 }  // namespace
@@ -116,35 +91,26 @@ void Rewriter::insertInput(Node& node, NamedArgument input, std::string_view bef
 
 void Rewriter::setMetadataField(Node& node, std::string_view key,
                                 std::optional<std::string> value) {
-  // Metadata is a flat dict[str, str]; rebuild its text with the one field changed, noting
-  // where each member's value lies so the node's field index stays current.
-  std::string text = "{";
-  std::vector<std::pair<std::string_view, std::pair<std::size_t, std::size_t>>> spans;
-  auto member = [&](std::string_view name, auto append_value) {
-    if (text.size() > 1) text += ", ";
-    json::appendString(text, name);
-    text += ": ";
-    const std::size_t begin = text.size();
-    append_value();
-    spans.push_back({name, {begin, text.size() - begin}});
-  };
-  bool replaced = false;
-  for (const auto& [field, token] : node.metadata_fields_) {
-    if (field == key) {
-      replaced = true;
-      if (value) member(field, [&] { json::appendString(text, *value); });
+  // Metadata is a flat dict[str, str]: change the one member; the writer writes the object
+  // from its members once its source text is dropped.
+  RawJson text;
+  if (value) {
+    std::string quoted;
+    json::appendString(quoted, *value);
+    text = program_.keep(std::move(quoted));
+  }
+  auto& fields = node.metadata_fields_;
+  auto it = std::find_if(fields.begin(), fields.end(), [&](const auto& f) { return f.first == key; });
+  if (it != fields.end()) {
+    if (value) {
+      it->second = text;
     } else {
-      member(field, [&] { text += token; });
+      fields.erase(it);
     }
+  } else if (value) {
+    fields.emplace_back(program_.keep(std::string(key)), text);
   }
-  if (!replaced && value) member(key, [&] { json::appendString(text, *value); });
-  text += '}';
-  node.metadata_ = program_.keep(std::move(text));
-  node.metadata_fields_.clear();
-  for (const auto& [name, span] : spans) {
-    node.metadata_fields_.emplace_back(program_.keep(std::string(name)),
-                                       node.metadata_.substr(span.first, span.second));
-  }
+  node.metadata_ = {};
   node.source_ = {};
 }
 
@@ -223,8 +189,7 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
   node.target_ = program_.keep(std::move(spec.target));
   node.inputs_ = std::move(spec.inputs);
   for (NamedArgument& in : node.inputs_) in.name = program_.keep(std::string(in.name));
-  node.metadata_ = spec.metadata;
-  indexMetadata(node.metadata_, node.metadata_fields_);
+  node.metadata_fields_ = std::move(spec.metadata);
   node.members_ = {{"target", {}},
                    {"inputs", {}},
                    {"outputs", {}},
