@@ -71,7 +71,7 @@ def run(ctx):
                   f"{mib(series[n].max_rss):.0f} MiB" if st.ok else "")
         ctx.file_switches.append((f"scale: {size_text(n)} nodes", archives[n], series[n]))
     table.note = ("Medians (min–max) over the runs of one process each: map, parse, switch, "
-                  "write, fsync, rename. Page cache warm.")
+                  "write, rename (no fsync, as for any `-o`). Page cache warm.")
     ctx.tables.append(table)
 
     for small, large in zip(ctx.sizes, ctx.sizes[1:]):
