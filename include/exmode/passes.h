@@ -32,13 +32,15 @@ struct Site {
 std::string_view siteStateName(Site::State state);
 
 // One change a switch made.
+// Views into the program's text (or static text): valid while the program lives. A large
+// switch makes hundreds of thousands of these, so they copy nothing.
 struct Change {
-  std::string node;    // node name
-  std::string op;      // short target, e.g. "aten.batch_norm.default"
-  std::string module;  // module path from nn_module_stack
-  std::string before;  // e.g. "training=True"
-  std::string after;
-  const Node* site = nullptr;  // the node changed; valid while the program is unchanged
+  std::string_view node;    // node name
+  std::string_view op;      // short target, e.g. "aten.batch_norm.default"
+  std::string_view module;  // module path from nn_module_stack
+  std::string_view before;  // e.g. "training=True"
+  std::string_view after;
+  const Node* site = nullptr;  // the node changed
 };
 
 struct SwitchReport {

@@ -132,6 +132,9 @@ class Node {
   RawJson metadataFieldJson(std::string_view key) const;
   // The module path of the innermost nn_module_stack entry ("" for the root module).
   std::string modulePath() const;
+  // The same, as a view into the metadata text; a view with no data (data() == nullptr)
+  // when the stack holds escapes and only modulePath() can give it.
+  std::string_view modulePathView() const;
   // The class of that module, e.g. "torch.nn.modules.activation.MultiheadAttention".
   std::string moduleType() const;
   // Position in the graph's node order; valid after Graph::renumber().

@@ -90,10 +90,12 @@ class AttentionDropoutPass final : public ModePass {
       Node& node = const_cast<Node&>(*site.node);
       if (target == Mode::kEval && site.state == Site::State::kTrain) {
         toEval(rewriter, node, *site.p);
-        report.changes.push_back(makeChange(node, "dropout_p=" + pText(*site.p), "dropout_p=0.0"));
+        report.changes.push_back(
+            makeChange(rewriter, node, rewriter.keep("dropout_p=" + pText(*site.p)), "dropout_p=0.0"));
       } else if (target == Mode::kTrain && site.state == Site::State::kEval) {
         toTrain(rewriter, node, *site.p);
-        report.changes.push_back(makeChange(node, "dropout_p=0.0", "dropout_p=" + pText(*site.p)));
+        report.changes.push_back(
+            makeChange(rewriter, node, "dropout_p=0.0", rewriter.keep("dropout_p=" + pText(*site.p))));
       } else if (target == Mode::kTrain && site.state == Site::State::kFixed) {
         report.notes.push_back("attention dropout of '" + node.modulePath() +
                                "' stays 0.0: the program was exported in eval mode, which does "

@@ -16,6 +16,8 @@
 // or the one beside running_mean's buffer ("<m>.running_mean" gives
 // "<m>.num_batches_tracked"); the increment is the add_(counter, 1) on that counter's chain
 // between the previous site on the same counter and this one.
+#include <absl/container/flat_hash_map.h>
+
 #include <algorithm>
 #include <optional>
 
@@ -56,8 +58,8 @@ bool isTracked(const Match& site) {
 // differ when modules share buffers: torch reads shared running statistics through one
 // placeholder while each module counts on its own, and reads a module registered under
 // two names through the placeholders of the name it was called by last.
-std::vector<Value*> counterCandidates(const Graph& graph, const Match& site) {
-  std::vector<Value*> candidates;
+absl::InlinedVector<Value*, 2> counterCandidates(const Graph& graph, const Match& site) {
+  absl::InlinedVector<Value*, 2> candidates;
   if (!isTracked(site)) return candidates;
   auto add = [&](Value* counter) {
     if (counter != nullptr &&
@@ -65,15 +67,24 @@ std::vector<Value*> counterCandidates(const Graph& graph, const Match& site) {
       candidates.push_back(counter);
     }
   };
-  const std::string module = site.root->modulePath();
-  if (!module.empty()) add(graph.bufferInput(module + "." + std::string(kCounter)));
+  // Buffer names are built in one reused string: this runs once per site.
+  thread_local std::string name;
+  std::string_view module = site.root->modulePathView();
+  if (module.data() == nullptr) {
+    name = site.root->modulePath();
+    module = name;
+  }
+  if (!module.empty()) {
+    name.assign(module);
+    name += '.';
+    name += kCounter;
+    add(graph.bufferInput(name));
+  }
   const SignatureSpec* spec = graph.inputSpecOf(site.arg("running_mean").tensor());
-  if (spec != nullptr && spec->kind == "buffer") {
-    const std::string_view name = spec->target;
-    if (name.ends_with(kRunningMean)) {
-      add(graph.bufferInput(std::string(name.substr(0, name.size() - kRunningMean.size())) +
-                            std::string(kCounter)));
-    }
+  if (spec != nullptr && spec->kind == "buffer" && spec->target.ends_with(kRunningMean)) {
+    name.assign(spec->target.substr(0, spec->target.size() - kRunningMean.size()));
+    name += kCounter;
+    add(graph.bufferInput(name));
   }
   return candidates;
 }
@@ -144,11 +155,11 @@ class BatchNormPass final : public ModePass {
       Node* increment;
     };
     std::vector<Planned> plan;
-    std::unordered_map<const Value*, const Node*> previous_site;
+    absl::flat_hash_map<const Value*, const Node*> previous_site;
     for (const Match& m : matchAll(graph, batchNormPattern())) {
       if (!isTracked(m)) continue;
       // The increment, on whichever candidate counter has one; a new one goes on the first.
-      const std::vector<Value*> candidates = counterCandidates(graph, m);
+      const auto candidates = counterCandidates(graph, m);
       Value* counter = candidates.empty() ? nullptr : candidates.front();
       Node* increment = nullptr;
       for (Value* candidate : candidates) {
@@ -164,16 +175,17 @@ class BatchNormPass final : public ModePass {
     }
     for (const Planned& p : plan) {
       rewriter.setInput(*p.site, "training", rewriter.boolArg(train));
-      std::string before = std::string("training=") + pythonBool(!train);
-      std::string after = std::string("training=") + pythonBool(train);
+      constexpr std::string_view kCounted = "training=True, num_batches_tracked += 1";
+      std::string_view before = flagText("training", !train);
+      std::string_view after = flagText("training", train);
       if (!train && p.increment != nullptr) {
         Value& self = *p.increment->input("self")->arg.tensor();
         rewriter.replaceUses(*p.increment->output(), self);
         rewriter.eraseNode(*p.increment);
-        before += ", num_batches_tracked += 1";
+        before = kCounted;
       } else if (train && p.increment == nullptr && p.counter != nullptr) {
         insertIncrement(rewriter, *p.site, *p.counter);
-        after += ", num_batches_tracked += 1";
+        after = kCounted;
       }
       if (train && numberArg(*p.site, "momentum") == 0.0) {
         report.notes.push_back(
@@ -182,7 +194,7 @@ class BatchNormPass final : public ModePass {
             "BatchNorm(momentum=None) exports this way in eval mode, and its cumulative average "
             "cannot be expressed in the graph");
       }
-      report.changes.push_back(makeChange(*p.site, std::move(before), std::move(after)));
+      report.changes.push_back(makeChange(rewriter, *p.site, before, after));
     }
     graph.renumber();
   }

@@ -3,6 +3,10 @@
 
 #include "exmode/error.h"
 
+#include <array>
+#include <stdexcept>
+#include <utility>
+
 namespace exmode::passes {
 
 bool literalFlag(const Node& node, std::string_view name) {
@@ -20,6 +24,18 @@ bool literalFlag(const Node& node, std::string_view name) {
                                              std::string(in->arg.kind) + ", not a literal bool");
   }
   return *value;
+}
+
+std::string_view flagText(std::string_view flag, bool value) {
+  static constexpr std::pair<std::string_view, std::array<std::string_view, 2>> kTexts[] = {
+      {"train", {"train=False", "train=True"}},
+      {"training", {"training=False", "training=True"}},
+      {"use_input_stats", {"use_input_stats=False", "use_input_stats=True"}},
+  };
+  for (const auto& [name, texts] : kTexts) {
+    if (name == flag) return texts[value ? 1 : 0];
+  }
+  throw std::logic_error("no report text for flag '" + std::string(flag) + "'");
 }
 
 Site normSite(const Node& node, bool tracks_running_stats, std::string_view flag) {

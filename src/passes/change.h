@@ -9,12 +9,16 @@
 
 namespace exmode::passes {
 
-inline Change makeChange(const Node& node, std::string before, std::string after) {
-  return {std::string(node.name()), std::string(shortTarget(node.target())), node.modulePath(),
-          std::move(before), std::move(after), &node};
+// `before` and `after` must outlive the program: literals, or text kept by the rewriter.
+inline Change makeChange(rewrite::Rewriter& rewriter, const Node& node, std::string_view before,
+                         std::string_view after) {
+  std::string_view module = node.modulePathView();
+  if (module.data() == nullptr) module = rewriter.keep(node.modulePath());
+  return {node.name(), shortTarget(node.target()), module, before, after, &node};
 }
 
-inline const char* pythonBool(bool value) { return value ? "True" : "False"; }
+// "<flag>=True" or "<flag>=False" for the flags passes report, as static text.
+std::string_view flagText(std::string_view flag, bool value);
 
 // The literal bool argument `name` of a mode-sensitive node. torch always writes these
 // flags as literals; a missing one makes the program invalid (kBadProgram), any other kind

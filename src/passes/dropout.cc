@@ -43,8 +43,8 @@ class DropoutPass final : public ModePass {
     for (const Match& m : matchAll(rewriter.graph(), dropoutPattern())) {
       if (literalFlag(*m.root, "train") == train) continue;
       rewriter.setInput(*m.root, "train", rewriter.boolArg(train));
-      report.changes.push_back(makeChange(*m.root, std::string("train=") + pythonBool(!train),
-                                          std::string("train=") + pythonBool(train)));
+      report.changes.push_back(
+          makeChange(rewriter, *m.root, flagText("train", !train), flagText("train", train)));
     }
   }
 };

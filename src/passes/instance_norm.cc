@@ -46,9 +46,8 @@ class InstanceNormPass final : public ModePass {
     for (const Match& m : matchAll(rewriter.graph(), instanceNormPattern())) {
       if (!tracksRunningStats(m) || literalFlag(*m.root, "use_input_stats") == train) continue;
       rewriter.setInput(*m.root, "use_input_stats", rewriter.boolArg(train));
-      report.changes.push_back(makeChange(*m.root,
-                                          std::string("use_input_stats=") + pythonBool(!train),
-                                          std::string("use_input_stats=") + pythonBool(train)));
+      report.changes.push_back(makeChange(rewriter, *m.root, flagText("use_input_stats", !train),
+                                          flagText("use_input_stats", train)));
     }
   }
 };

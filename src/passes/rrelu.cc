@@ -81,8 +81,8 @@ class RreluPass final : public ModePass {
       } else {
         rewriter.setInput(node, "training", rewriter.boolArg(false));
       }
-      report.changes.push_back(makeChange(node, std::string("training=") + pythonBool(!train),
-                                          std::string("training=") + pythonBool(train)));
+      report.changes.push_back(
+          makeChange(rewriter, node, flagText("training", !train), flagText("training", train)));
     }
   }
 };

@@ -106,6 +106,15 @@ std::string moduleEntryPart(const Node& node, Part part) {
 
 }  // namespace
 
+std::string_view Node::modulePathView() const {
+  const RawJson token = metadataFieldJson("nn_module_stack");
+  if (token.size() < 2 || token.front() != '"') return std::string_view("");
+  const std::string_view inner = token.substr(1, token.size() - 2);
+  if (inner.find('\\') != std::string_view::npos) return {};
+  const std::string_view path = innermostModule(inner).first;
+  return path.data() == nullptr ? std::string_view("") : path;
+}
+
 std::string Node::modulePath() const {
   return moduleEntryPart(*this, [](const auto& entry) { return entry.first; });
 }

@@ -19,7 +19,9 @@ using testing::tensorInput;
 using testing::TestNode;
 
 std::string switched(const std::string& json, Mode mode, SwitchReport* report = nullptr) {
-  auto program = Program::parse(json, "t.json");
+  // A report's changes are views into its program: keep every program for the test run.
+  static std::vector<std::unique_ptr<Program>> programs;
+  auto& program = programs.emplace_back(Program::parse(json, "t.json"));
   SwitchReport r = switchMode(*program, mode);
   if (report != nullptr) *report = r;
   return program->toJson();
