@@ -209,6 +209,9 @@ class Graph {
   // Recomputes Node::order() after insertions (a no-op when none happened: erasing keeps
   // the order of the nodes left).
   void renumber();
+  // Frees the nodes erased since the last call; pointers to them become invalid. Called at
+  // the end of each switch, so toggling a program does not grow its memory.
+  void releaseErased();
   // A fresh value name `base`, `base_1`, `base_2`, ... not used in the graph.
   std::string freshName(std::string_view base) const;
 

@@ -119,6 +119,7 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name)
     rewrite::Rewriter rewriter(program);
     for (const ModePass* pass : modePasses()) pass->apply(rewriter, target, report);
     program.graph().renumber();
+    program.graph().releaseErased();
     sortByGraphOrder(report.changes);
     report.after = detectMode(collectSites(program.graph()));
     return report;

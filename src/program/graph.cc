@@ -47,8 +47,13 @@ std::optional<std::int64_t> Argument::asInt() const {
 }
 
 const NamedArgument* Node::input(std::string_view name) const {
+  // Passes ask for inputs by name many times per site: the length and the last character
+  // settle most comparisons before memcmp (input names share prefixes, "running_mean").
   for (const NamedArgument& in : inputs_) {
-    if (in.name == name) return &in;
+    if (in.name.size() == name.size() && (name.empty() || in.name.back() == name.back()) &&
+        in.name == name) {
+      return &in;
+    }
   }
   return nullptr;
 }
@@ -173,6 +178,16 @@ const std::vector<Node*>& Graph::nodesWithTarget(std::string_view target) const 
   static const std::vector<Node*> kEmpty;
   auto it = by_target_.find(target);
   return it == by_target_.end() ? kEmpty : it->second;
+}
+
+void Graph::releaseErased() {
+  if (by_target_valid_ && by_target_has_erased_) {
+    for (auto& [key, nodes] : by_target_) {
+      std::erase_if(nodes, [](const Node* n) { return n->erased_; });
+    }
+  }
+  by_target_has_erased_ = false;  // an invalid index is rebuilt from the live nodes
+  erased_nodes_.clear();
 }
 
 void Graph::renumber() {
