@@ -1,4 +1,6 @@
 // Running the mode passes over a program: site collection, mode detection, the switch.
+#include <absl/container/flat_hash_set.h>
+
 #include <algorithm>
 #include <unordered_map>
 
@@ -115,13 +117,23 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name)
     refuseNestedSites(program.graph());
     SwitchReport report;
     report.program = std::move(program_name);
-    report.before = detectMode(collectSites(program.graph()));
+    std::vector<Site> sites = collectSites(program.graph());
+    report.before = detectMode(sites);
     rewrite::Rewriter rewriter(program);
     for (const ModePass* pass : modePasses()) pass->apply(rewriter, target, report);
     program.graph().renumber();
     program.graph().releaseErased();
     sortByGraphOrder(report.changes);
-    report.after = detectMode(collectSites(program.graph()));
+    // The mode reached: every site a pass changed is now in the target mode, the others are
+    // as they were (sites are never erased). Matching the whole graph again would cost as
+    // much as the switch; the passes' tests check that what they report is what they did.
+    absl::flat_hash_set<const Node*> changed;
+    for (const Change& change : report.changes) changed.insert(change.site);
+    const Site::State reached = target == Mode::kTrain ? Site::State::kTrain : Site::State::kEval;
+    for (Site& site : sites) {
+      if (site.state != Site::State::kFixed && changed.contains(site.node)) site.state = reached;
+    }
+    report.after = detectMode(sites);
     return report;
   });
 }
