@@ -225,6 +225,10 @@ class Graph {
   std::vector<Argument> outputs_;
   std::vector<SignatureSpec> input_specs_;
   std::vector<SignatureSpec> output_specs_;
+  // The source text of the graph's inputs and of the input specs, written as it is while
+  // no rewrite touches them (a switch never does): a large program has a million of each.
+  RawJson inputs_source_;
+  RawJson input_specs_source_;
   std::deque<Value> value_storage_;
   // Open-addressing maps (abseil's SwissTable): value lookups by name are the reader's
   // hottest operation.

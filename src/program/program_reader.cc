@@ -327,7 +327,9 @@ class ProgramReader {
     fields(g, "graph", [&](std::string_view k, od::value v) {
       if (k == "inputs" && !seen[0]) {
         seen[0] = true;
+        const char* begin = start(v);
         readArgumentList(array(v, "graph.inputs"), graph.inputs_, "graph input", Role::kDefine);
+        graph.inputs_source_ = spanFrom(begin);
       } else if (k == "outputs" && !seen[1]) {
         seen[1] = true;
         readArgumentList(array(v, "graph.outputs"), graph.outputs_, "graph output", Role::kUse);
@@ -781,6 +783,7 @@ class ProgramReader {
     fields(sig, "signature", [&](std::string_view k, od::value v) {
       if (k == "input_specs" && !seen_inputs) {
         seen_inputs = true;
+        const char* begin = start(v);
         elements(array(v, "signature.input_specs"), "signature.input_specs", [&](od::value spec) {
           // Input spec i names graph input i (verify() checks it).
           const std::size_t i = graph.input_specs_.size();
@@ -788,6 +791,7 @@ class ProgramReader {
           graph.input_specs_.push_back(readSpec(spec, "input spec"));
           hint_ = nullptr;
         });
+        graph.input_specs_source_ = spanFrom(begin);
       } else if (k == "output_specs" && !seen_outputs) {
         seen_outputs = true;
         elements(array(v, "signature.output_specs"), "signature.output_specs", [&](od::value spec) {

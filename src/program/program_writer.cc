@@ -174,7 +174,13 @@ class ProgramWriter {
     const Graph& graph = program_.graph();
     auto argument = [&](const Argument& a, bool first) { writeArgument(a, first); };
     writeMembers(graph.graph_members_, [&](std::string_view key) {
-      if (key == "inputs") writeList(graph.inputs_, argument);
+      if (key == "inputs") {
+        if (!graph.inputs_source_.empty()) {
+          kept(graph.inputs_source_);
+        } else {
+          writeList(graph.inputs_, argument);
+        }
+      }
       if (key == "outputs") writeList(graph.outputs_, argument);
       if (key == "nodes") writeList(graph.nodes_, [&](const auto& n, bool first) { writeNode(*n, first); });
       if (key == "tensor_values") writeTensorValues(graph);
@@ -267,7 +273,13 @@ class ProgramWriter {
       writeUnion(s.kind, s.payload);
     };
     writeMembers(graph.signature_members_, [&](std::string_view key) {
-      if (key == "input_specs") writeList(graph.input_specs_, spec);
+      if (key == "input_specs") {
+        if (!graph.input_specs_source_.empty()) {
+          kept(graph.input_specs_source_);
+        } else {
+          writeList(graph.input_specs_, spec);
+        }
+      }
       if (key == "output_specs") writeList(graph.output_specs_, spec);
     });
   }
