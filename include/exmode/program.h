@@ -15,6 +15,7 @@
 #include <list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -123,7 +124,7 @@ class Node {
   // The value of a single-tensor output; null otherwise.
   Value* output() const;
   // The `metadata` object's members (key, JSON text of the value), in order.
-  const std::vector<std::pair<std::string_view, RawJson>>& metadataFields() const {
+  std::span<const std::pair<std::string_view, RawJson>> metadataFields() const {
     return metadata_fields_;
   }
   // One string field of the metadata, unescaped; empty when absent.
@@ -152,10 +153,11 @@ class Node {
   RawJson metadata_;  // the metadata object's text, until changed (then written from fields)
   // The metadata's members (key, raw string token), read with the node: metadata is a
   // flat dict[str, str] that passes query per site.
-  std::vector<std::pair<std::string_view, RawJson>> metadata_fields_;
+  // Inline: torch writes four or five members, and a large program has a million nodes.
+  absl::InlinedVector<std::pair<std::string_view, RawJson>, 5> metadata_fields_;
   // All members of the node object in source order (key, raw value). Modeled members are
-  // written from the fields above; the rest verbatim.
-  std::vector<std::pair<std::string_view, RawJson>> members_;
+  // written from the fields above; the rest verbatim. Torch writes six.
+  absl::InlinedVector<std::pair<std::string_view, RawJson>, 6> members_;
   RawJson source_;  // the node's whole text, until changed
   std::size_t order_ = 0;
   bool erased_ = false;

@@ -467,7 +467,6 @@ class ProgramReader {
     Node& n = *owned;
     const std::size_t index = graph.nodes_.size();
     n.order_ = index;
-    n.members_.reserve(6);
     n.inputs_.reserve(4);
     bool seen_target = false;
     bool seen_inputs = false;
@@ -510,7 +509,6 @@ class ProgramReader {
   void readMetadata(Node& n, od::value v, std::size_t index) {
     const char* begin = start(v);
     od::object metadata = object(v, Where{&n, index, "metadata"});
-    n.metadata_fields_.reserve(6);
     fields(metadata, "node metadata", [&](std::string_view k, od::value field) {
       n.metadata_fields_.emplace_back(k, raw(field));
     });

@@ -112,8 +112,8 @@ class ProgramWriter {
   // ------------------------------------------------------------------ structure
 
   // Writes an object from its members, calling `modeled(key)` for members without raw text.
-  template <class F>
-  void writeMembers(const std::vector<std::pair<std::string_view, RawJson>>& members, F modeled) {
+  template <class Members, class F>
+  void writeMembers(const Members& members, F modeled) {
     text('{');
     bool first = true;
     for (const auto& [key, raw] : members) {

@@ -189,7 +189,7 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
   node.target_ = program_.keep(std::move(spec.target));
   node.inputs_ = std::move(spec.inputs);
   for (NamedArgument& in : node.inputs_) in.name = program_.keep(std::string(in.name));
-  node.metadata_fields_ = std::move(spec.metadata);
+  node.metadata_fields_.assign(spec.metadata.begin(), spec.metadata.end());
   node.members_ = {{"target", {}},
                    {"inputs", {}},
                    {"outputs", {}},
