@@ -22,7 +22,8 @@ class Model {
  public:
   // Maps the archive and parses and verifies every program in it (`models/*.json`).
   // Throws Error(kBadArchive) or Error(kBadProgram) naming the file and the problem.
-  static std::unique_ptr<Model> open(const std::filesystem::path& path);
+  static std::unique_ptr<Model> open(const std::filesystem::path& path,
+                                     const ReadLimits& limits = {});
 
   const std::filesystem::path& path() const { return reader_->path(); }
   // Program names: "model" for `models/model.json`.

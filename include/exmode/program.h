@@ -276,15 +276,26 @@ struct SerializedProgram {
   std::string join() const;
 };
 
+// Bounds on a program read from a file. The defaults are far above real models (a program
+// of a million nodes is about 1.7 GB of JSON and nests 10 levels deep) and keep a hostile
+// file from exhausting memory or the stack; exceeding one is an Error(kBadProgram).
+struct ReadLimits {
+  std::uint64_t max_json_bytes = 0xFFFFFFFFull - kJsonPadding;  // simdjson's own limit is 4 GiB
+  std::uint64_t max_nodes = 50'000'000;
+  int max_depth = 256;  // nested argument maps and nested graphs
+};
+
 // One ExportedProgram: the graph plus every other field, kept verbatim.
 class Program {
  public:
   // Parses and verifies program JSON, keeping a copy of it. `source_name` names the file
   // (and record) in errors. Throws Error(kBadProgram) with one line saying what is wrong.
-  static std::unique_ptr<Program> parse(std::string_view json, std::string source_name);
+  static std::unique_ptr<Program> parse(std::string_view json, std::string source_name,
+                                        const ReadLimits& limits = {});
   // As parse(), without the copy: `json` must outlive the program and be followed by at
   // least kJsonPadding readable bytes (such as a record inside a mapped archive).
-  static std::unique_ptr<Program> parseInPlace(std::string_view json, std::string source_name);
+  static std::unique_ptr<Program> parseInPlace(std::string_view json, std::string source_name,
+                                               const ReadLimits& limits = {});
 
   Graph& graph() { return graph_; }
   const Graph& graph() const { return graph_; }
@@ -304,7 +315,7 @@ class Program {
  private:
   friend class ProgramReader;
   friend class ProgramWriter;
-  static std::unique_ptr<Program> parseSource(std::string_view json, std::string source_name);
+  static std::unique_ptr<Program> read(std::unique_ptr<Program> program, const ReadLimits& limits);
   std::string source_name_;
   std::string owned_source_;  // the copy parse() makes, padded
   RawJson source_;            // the JSON the program was read from

@@ -12,7 +12,7 @@
 
 namespace exmode {
 
-std::unique_ptr<Model> Model::open(const std::filesystem::path& path) {
+std::unique_ptr<Model> Model::open(const std::filesystem::path& path, const ReadLimits& limits) {
   auto model = std::unique_ptr<Model>(new Model());
   model->reader_ = std::make_unique<archive::ArchiveReader>(path);
   const archive::ArchiveReader& reader = *model->reader_;
@@ -45,8 +45,8 @@ std::unique_ptr<Model> Model::open(const std::filesystem::path& path) {
     std::unique_ptr<Program> program;
     std::exception_ptr parse_error;
     try {
-      program = padded ? Program::parseInPlace(json, std::move(name_in_errors))
-                       : Program::parse(json, std::move(name_in_errors));
+      program = padded ? Program::parseInPlace(json, std::move(name_in_errors), limits)
+                       : Program::parse(json, std::move(name_in_errors), limits);
     } catch (...) {
       parse_error = std::current_exception();
     }

@@ -13,6 +13,7 @@ void addInspectCommand(CLI::App& app, InspectOptions& options) {
   CLI::App* command = app.add_subcommand("inspect", "List the mode-sensitive sites and the mode");
   command->add_option("input", options.input, "PT2 archive to read")->required();
   command->add_flag("--json", options.json, "Print JSON instead of text");
+  addLimitOptions(*command, options.limits);
 }
 
 namespace {
@@ -61,7 +62,7 @@ void appendSiteJson(std::string& out, const Site& s) {
 }  // namespace
 
 int runInspect(const InspectOptions& options) {
-  auto model = Model::open(options.input);
+  auto model = Model::open(options.input, options.limits);
   std::string out = "{\"file\": ";
   json::appendString(out, options.input);
   out += ", \"programs\": [";

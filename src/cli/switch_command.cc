@@ -8,6 +8,17 @@
 
 namespace exmode::cli {
 
+void addLimitOptions(CLI::App& command, ReadLimits& limits) {
+  command.add_option("--max-program-bytes", limits.max_json_bytes,
+                     "Refuse programs with more JSON than this")
+      ->capture_default_str();
+  command.add_option("--max-nodes", limits.max_nodes, "Refuse graphs with more nodes")
+      ->capture_default_str();
+  command.add_option("--max-depth", limits.max_depth, "Refuse arguments nested deeper")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+}
+
 void addSwitchCommand(CLI::App& app, const std::string& name, const std::string& description,
                       SwitchOptions& options) {
   CLI::App* command = app.add_subcommand(name, description);
@@ -18,6 +29,7 @@ void addSwitchCommand(CLI::App& app, const std::string& name, const std::string&
   command->add_flag("--sync", options.sync,
                     "Flush OUT to disk (fsync) before exiting; --in-place always does");
   command->add_flag("-q,--quiet", options.quiet, "Print only errors");
+  addLimitOptions(*command, options.limits);
   command->callback([command, output, in_place] {
     if (output->count() == 0 && in_place->count() == 0) {
       throw CLI::ValidationError(command->get_name() + ": give -o OUT or --in-place");
@@ -26,7 +38,7 @@ void addSwitchCommand(CLI::App& app, const std::string& name, const std::string&
 }
 
 int runSwitch(Mode target, const SwitchOptions& options) {
-  auto model = Model::open(options.input);
+  auto model = Model::open(options.input, options.limits);
   const std::vector<SwitchReport> reports = target == Mode::kTrain ? model->train() : model->eval();
   if (!options.quiet) {
     for (const SwitchReport& report : reports) {

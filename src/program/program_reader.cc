@@ -49,17 +49,18 @@ std::string_view trimEnd(const char* begin, const char* end) {
   return {begin, static_cast<std::size_t>(end - begin)};
 }
 
-// Our own recursion (nested argument maps, nested graphs) stops here; simdjson bounds the
-// rest of the document the same way.
-constexpr int kMaxNesting = 256;
-
 }  // namespace
 
 class ProgramReader {
  public:
-  ProgramReader(Program& program, std::string_view json) : program_(program), json_(json) {}
+  ProgramReader(Program& program, std::string_view json, const ReadLimits& limits)
+      : program_(program), json_(json), limits_(limits) {}
 
   void read() {
+    if (json_.size() > limits_.max_json_bytes) {
+      fail("the program is " + std::to_string(json_.size()) + " bytes of JSON, more than the limit of " +
+           std::to_string(limits_.max_json_bytes));
+    }
     try {
       readDocument();
     } catch (const Error&) {
@@ -466,6 +467,9 @@ class ProgramReader {
     auto owned = std::make_unique<Node>();
     Node& n = *owned;
     const std::size_t index = graph.nodes_.size();
+    if (index >= limits_.max_nodes) {
+      fail("the graph has more than " + std::to_string(limits_.max_nodes) + " nodes, the limit");
+    }
     n.order_ = index;
     n.inputs_.reserve(4);
     bool seen_target = false;
@@ -549,7 +553,10 @@ class ProgramReader {
 
   // Reads one Argument union: {"<kind>": <payload>}.
   Argument readArgument(od::value v, const Where& where, Role role, int depth) {
-    if (depth > kMaxNesting) fail(describe(where) + ": arguments nested too deeply");
+    if (depth > limits_.max_depth) {
+      fail(describe(where) + ": arguments nested too deeply (more than " +
+           std::to_string(limits_.max_depth) + " levels)");
+    }
     const char* begin = start(v);
     Argument arg;
     bool seen = false;
@@ -654,7 +661,10 @@ class ProgramReader {
 
   // Records the targets of a GraphArgument's nodes, recursing into their own graphs.
   void collectNestedNodes(od::value graph_argument, const Node& owner, int depth) {
-    if (depth > kMaxNesting) fail("node '" + std::string(owner.name_) + "': graphs nested too deeply");
+    if (depth > limits_.max_depth) {
+      fail("node '" + std::string(owner.name_) + "': graphs nested too deeply (more than " +
+           std::to_string(limits_.max_depth) + " levels)");
+    }
     auto objectFields = [&](od::value v, auto each) {
       if (get(v.type(), "a nested graph") != od::json_type::object) {
         raw(v);
@@ -858,6 +868,7 @@ class ProgramReader {
 
   Program& program_;
   std::string_view json_;
+  const ReadLimits& limits_;
   od::parser parser_;
   od::document doc_;
   bool seen_graph_module_ = false;
@@ -869,32 +880,34 @@ class ProgramReader {
   bool reading_nodes_ = false;
 };
 
-std::unique_ptr<Program> Program::parseSource(std::string_view json, std::string source_name) {
+std::unique_ptr<Program> Program::read(std::unique_ptr<Program> program,
+                                       const ReadLimits& limits) {
+  ProgramReader(*program, program->source_, limits).read();
+  program->verify();
+  return program;
+}
+
+std::unique_ptr<Program> Program::parse(std::string_view json, std::string source_name,
+                                        const ReadLimits& limits) {
+  auto program = std::make_unique<Program>();
+  program->source_name_ = std::move(source_name);
+  if (json.size() <= limits.max_json_bytes) {  // else read() reports it, before any copy
+    // The copy lives in the program before parsing, so every view points into it.
+    program->owned_source_.reserve(json.size() + kJsonPadding);
+    program->owned_source_.assign(json);
+    program->source_ = program->owned_source_;
+  } else {
+    program->source_ = json;
+  }
+  return read(std::move(program), limits);
+}
+
+std::unique_ptr<Program> Program::parseInPlace(std::string_view json, std::string source_name,
+                                               const ReadLimits& limits) {
   auto program = std::make_unique<Program>();
   program->source_name_ = std::move(source_name);
   program->source_ = json;
-  ProgramReader(*program, json).read();
-  program->verify();
-  return program;
-}
-
-std::unique_ptr<Program> Program::parse(std::string_view json, std::string source_name) {
-  std::string copy;
-  copy.reserve(json.size() + kJsonPadding);
-  copy.assign(json);
-  // The copy lives in the program before parsing, so every view points into it.
-  auto program = std::make_unique<Program>();
-  program->owned_source_ = std::move(copy);
-  const std::string_view source = program->owned_source_;
-  program->source_name_ = std::move(source_name);
-  program->source_ = source;
-  ProgramReader(*program, source).read();
-  program->verify();
-  return program;
-}
-
-std::unique_ptr<Program> Program::parseInPlace(std::string_view json, std::string source_name) {
-  return parseSource(json, std::move(source_name));
+  return read(std::move(program), limits);
 }
 
 RawJson Program::keep(std::string text) {

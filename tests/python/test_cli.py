@@ -183,3 +183,26 @@ def test_sync_writes_the_same_archive(tmp_path, export_cache):
     shutil.copyfile(src, path)
     run_ok("eval", path, "--in-place", "--sync")
     assert path.read_bytes() == plain.read_bytes()
+
+
+@pytest.mark.parametrize("command", [["eval", "-o", "OUT"], ["train", "--in-place"], ["inspect"]],
+                         ids=["eval", "train-in-place", "inspect"])
+@pytest.mark.parametrize("limit, message", [
+    (["--max-nodes", "3"], "more than 3 nodes"),
+    (["--max-program-bytes", "1000"], "more than the limit of 1000"),
+], ids=["nodes", "bytes"])
+def test_read_limits(command, limit, message, tmp_path, export_cache):
+    """A program past a limit is refused like any bad program: exit 4, one line naming the
+    file, no output, the input untouched; within the limits nothing changes."""
+    src = tmp_path / "model.pt2"
+    shutil.copyfile(export_cache("resnetish", "train"), src)
+    before = src.read_bytes()
+    out = tmp_path / "out.pt2"
+    args = [str(out) if a == "OUT" else a for a in command]
+    proc = run_exmode(args[0], src, *args[1:], *limit)
+    assert proc.returncode == 4, proc
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and str(src) in lines[0] and message in lines[0], proc.stderr
+    assert not out.exists() and src.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    run_ok(args[0], src, *args[1:], "--max-nodes", "1000000", "--max-depth", "64")

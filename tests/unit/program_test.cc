@@ -138,6 +138,33 @@ TEST(Program, RejectsBadPrograms) {
   expectBadProgram(no_graph, "graph_module");
 }
 
+TEST(Program, EnforcesReadLimits) {
+  const std::string json = bnDropoutTrainProgram();
+  EXPECT_NO_THROW(Program::parse(json, "t.json", {}));
+  auto refused = [&](ReadLimits limits, const std::string& message_part) {
+    try {
+      Program::parse(json, "t.json", limits);
+      ADD_FAILURE() << "accepted: " << message_part;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kBadProgram);
+      EXPECT_NE(std::string(e.what()).find(message_part), std::string::npos) << e.what();
+    }
+  };
+  refused({.max_json_bytes = json.size() - 1}, "bytes of JSON, more than the limit of");
+  refused({.max_nodes = 2}, "more than 2 nodes");
+  std::string maps = "{\"as_int\": 1}";
+  for (int i = 0; i < 5; ++i) maps = "{\"as_string_to_argument\": {\"k\": " + maps + "}}";
+  std::string nested = json;
+  replaceOnce(nested, "{\"as_float\": 0.3}", maps);
+  EXPECT_NO_THROW(Program::parse(nested, "t.json", {.max_depth = 5}));
+  try {
+    Program::parse(nested, "t.json", {.max_depth = 4});
+    ADD_FAILURE() << "accepted depth 5 with a limit of 4";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nested too deeply"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Program, RejectsDeepNestingWithoutCrashing) {
   const std::string deep = std::string(100000, '[') + std::string(100000, ']');
   expectBadProgram(deep, "not a JSON object");
