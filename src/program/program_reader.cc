@@ -387,6 +387,8 @@ class ProgramReader {
         value = &graph.value_storage_[next_defined_++];
       } else {
         value = graph.tryGetValue(name);
+        // Entries usually follow definitions in runs: continue after this one.
+        if (value != nullptr) next_defined_ = value->index_ + 1;
       }
       if (value == nullptr) {
         value = define(name, nullptr, true);
