@@ -310,7 +310,7 @@ class Program {
   std::string toJson() const;
   SerializedProgram serialize() const;
   // Keeps `text` alive as long as the program and returns a view of it.
-  RawJson keep(std::string text);
+  RawJson keep(std::string_view text);
 
  private:
   friend class ProgramReader;
@@ -319,7 +319,11 @@ class Program {
   std::string source_name_;
   std::string owned_source_;  // the copy parse() makes, padded
   RawJson source_;            // the JSON the program was read from
-  std::deque<std::string> arena_;
+  // Text kept by keep(): small pieces packed into blocks (rewrites keep many short names
+  // and arguments), large ones in their own allocation. Never moved, freed with the program.
+  std::vector<std::unique_ptr<char[]>> arena_blocks_;  // the last one is being filled
+  std::size_t arena_used_ = 0;                          // bytes used in the last block
+  std::vector<std::unique_ptr<char[]>> arena_large_;
   Graph graph_;
   SchemaVersion schema_version_;
   std::vector<std::string_view> module_fqns_;

@@ -31,7 +31,7 @@ class Rewriter {
 
   Graph& graph() { return graph_; }
   // Keeps `text` alive as long as the program (for metadata of new nodes).
-  RawJson keep(std::string text) { return program_.keep(std::move(text)); }
+  RawJson keep(std::string_view text) { return program_.keep(text); }
 
   // Argument builders; their text lives as long as the program.
   Argument tensorArg(Value& value);

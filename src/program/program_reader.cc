@@ -14,6 +14,7 @@
 #include <absl/container/flat_hash_set.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <array>
 #include <absl/container/flat_hash_set.h>
 
@@ -912,9 +913,21 @@ std::unique_ptr<Program> Program::parseInPlace(std::string_view json, std::strin
   return read(std::move(program), limits);
 }
 
-RawJson Program::keep(std::string text) {
-  text.reserve(text.size() + kJsonPadding);
-  return arena_.emplace_back(std::move(text));
+RawJson Program::keep(std::string_view text) {
+  constexpr std::size_t kBlock = 64 * 1024;
+  char* at = nullptr;
+  if (text.size() > kBlock / 4) {
+    at = arena_large_.emplace_back(std::make_unique<char[]>(text.size())).get();
+  } else {
+    if (arena_blocks_.empty() || arena_used_ + text.size() > kBlock) {
+      arena_blocks_.push_back(std::make_unique<char[]>(kBlock));
+      arena_used_ = 0;
+    }
+    at = arena_blocks_.back().get() + arena_used_;
+    arena_used_ += text.size();
+  }
+  std::copy(text.begin(), text.end(), at);
+  return {at, text.size()};
 }
 
 }  // namespace exmode
