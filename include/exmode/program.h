@@ -159,6 +159,9 @@ class Node {
   // written from the fields above; the rest verbatim. Torch writes six.
   absl::InlinedVector<std::pair<std::string_view, RawJson>, 6> members_;
   RawJson source_;  // the node's whole text, until changed
+  // modulePathView(), computed once (passes ask for it several times per site).
+  mutable std::string_view module_path_;
+  mutable bool module_path_known_ = false;
   std::size_t order_ = 0;
   bool erased_ = false;
   std::list<std::unique_ptr<Node>>::iterator self_;
@@ -249,7 +252,7 @@ class Graph {
   mutable absl::flat_hash_map<std::string_view, Value*> buffer_index_;
   mutable bool input_specs_indexed_ = false;
   // The last suffix freshName() gave out per base name.
-  mutable std::unordered_map<std::string, std::size_t> fresh_suffix_;
+  mutable absl::flat_hash_map<std::string, std::size_t> fresh_suffix_;
   // Members of the graph and signature objects in source order (key, raw value).
   std::vector<std::pair<std::string_view, RawJson>> graph_members_;
   std::vector<std::pair<std::string_view, RawJson>> signature_members_;

@@ -112,12 +112,14 @@ std::string moduleEntryPart(const Node& node, Part part) {
 }  // namespace
 
 std::string_view Node::modulePathView() const {
+  if (module_path_known_) return module_path_;
+  module_path_known_ = true;
   const RawJson token = metadataFieldJson("nn_module_stack");
-  if (token.size() < 2 || token.front() != '"') return std::string_view("");
+  if (token.size() < 2 || token.front() != '"') return module_path_ = std::string_view("");
   const std::string_view inner = token.substr(1, token.size() - 2);
-  if (inner.find('\\') != std::string_view::npos) return {};
+  if (inner.find('\\') != std::string_view::npos) return module_path_ = {};
   const std::string_view path = innermostModule(inner).first;
-  return path.data() == nullptr ? std::string_view("") : path;
+  return module_path_ = path.data() == nullptr ? std::string_view("") : path;
 }
 
 std::string Node::modulePath() const {

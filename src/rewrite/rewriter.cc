@@ -112,6 +112,7 @@ void Rewriter::setMetadataField(Node& node, std::string_view key,
   }
   node.metadata_ = {};
   node.source_ = {};
+  node.module_path_known_ = false;
 }
 
 void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
