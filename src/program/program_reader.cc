@@ -208,6 +208,14 @@ class ProgramReader {
     }
   }
 
+  // Marks a modelled field as read. A repeated one is an error: Python's json keeps the
+  // last of repeated keys, so torch would read a different program than exmode.
+  template <class What>
+  void once(bool& seen, const What& owner, std::string_view key) const {
+    if (seen) fail(text(owner) + " repeats field '" + std::string(key) + "'");
+    seen = true;
+  }
+
   // ------------------------------------------------------------------ the document
 
   void readDocument() {
@@ -225,14 +233,14 @@ class ProgramReader {
     bool seen_version = false;
     fields(top, "the program", [&](std::string_view k, od::value v) {
       if (k == "graph_module") {
-        if (seen_graph_module_) fail("duplicate field 'graph_module'");
+        if (seen_graph_module_) fail("the program repeats field 'graph_module'");
         readGraphModule(object(v, "graph_module"));
         program_.top_members_.emplace_back(k, RawJson{});
       } else {
         const RawJson text = raw(v);
         if (k == "schema_version") {
+          once(seen_version, "the program", k);
           readSchemaVersion(text);
-          seen_version = true;
         }
         program_.top_members_.emplace_back(k, text);
       }
@@ -286,12 +294,12 @@ class ProgramReader {
     bool seen_graph = false;
     bool seen_signature = false;
     fields(gm, "graph_module", [&](std::string_view k, od::value v) {
-      if (k == "graph" && !seen_graph) {
-        seen_graph = true;
+      if (k == "graph") {
+        once(seen_graph, "graph_module", k);
         readGraph(object(v, "graph_module.graph"));
         program_.graph_module_members_.emplace_back(k, RawJson{});
-      } else if (k == "signature" && !seen_signature) {
-        seen_signature = true;
+      } else if (k == "signature") {
+        once(seen_signature, "graph_module", k);
         readSignature(object(v, "graph_module.signature"));
         program_.graph_module_members_.emplace_back(k, RawJson{});
       } else if (k == "module_call_graph") {
@@ -327,22 +335,22 @@ class ProgramReader {
     Graph& graph = program_.graph_;
     std::array<bool, 4> seen{};
     fields(g, "graph", [&](std::string_view k, od::value v) {
-      if (k == "inputs" && !seen[0]) {
-        seen[0] = true;
+      if (k == "inputs") {
+        once(seen[0], "graph", k);
         const char* begin = start(v);
         readArgumentList(array(v, "graph.inputs"), graph.inputs_, "graph input", Role::kDefine);
         graph.inputs_source_ = spanFrom(begin);
-      } else if (k == "outputs" && !seen[1]) {
-        seen[1] = true;
+      } else if (k == "outputs") {
+        once(seen[1], "graph", k);
         readArgumentList(array(v, "graph.outputs"), graph.outputs_, "graph output", Role::kUse);
-      } else if (k == "nodes" && !seen[2]) {
-        seen[2] = true;
+      } else if (k == "nodes") {
+        once(seen[2], "graph", k);
         // While nodes are read, every defined value is indexed by name (see resolve()).
         reading_nodes_ = true;
         elements(array(v, "graph.nodes"), "graph.nodes", [&](od::value node) { readNode(node); });
         reading_nodes_ = false;
-      } else if (k == "tensor_values" && !seen[3]) {
-        seen[3] = true;
+      } else if (k == "tensor_values") {
+        once(seen[3], "graph", k);
         readTensorValues(object(v, "graph.tensor_values"));
       } else {
         if (k == "sym_int_values" || k == "sym_float_values" || k == "sym_bool_values") {
@@ -475,24 +483,29 @@ class ProgramReader {
     }
     n.order_ = index;
     n.inputs_.reserve(4);
+    bool seen_name = false;
     bool seen_target = false;
     bool seen_inputs = false;
     bool seen_outputs = false;
+    bool seen_metadata = false;
+    const Where node_where{&n, index, ""};
     fields(o, "node", [&](std::string_view k, od::value field) {
       if (k == "name") {
+        once(seen_name, node_where, k);
         n.name_ = string(field, "node name");
       } else if (k == "target") {
+        once(seen_target, node_where, k);
         n.target_ = internTarget(string(field, "node target"));
-        seen_target = true;
       } else if (k == "inputs") {
-        seen_inputs = true;
+        once(seen_inputs, node_where, k);
         od::array inputs = array(field, Where{&n, index, "inputs"});
         elements(inputs, "node inputs", [&](od::value in) { n.inputs_.push_back(readInput(in, n, index)); });
       } else if (k == "outputs") {
-        seen_outputs = true;
+        once(seen_outputs, node_where, k);
         readArgumentList(array(field, Where{&n, index, "outputs"}), n.outputs_,
                          Where{&n, index, "output"}, Role::kDefine);
       } else if (k == "metadata") {
+        once(seen_metadata, node_where, k);
         readMetadata(n, field, index);
       } else {
         n.members_.emplace_back(k, raw(field));
@@ -527,15 +540,17 @@ class ProgramReader {
     NamedArgument named;
     bool seen_name = false;
     bool seen_arg = false;
+    bool seen_kind = false;
     fields(object(v, Where{&n, index, "input"}), "node input",
            [&](std::string_view k, od::value field) {
-             if (k == "name" && !seen_name) {
+             if (k == "name") {
+               once(seen_name, Where{&n, index, "input"}, k);
                named.name = string(field, "input name");
-               seen_name = true;
-             } else if (k == "arg" && !seen_arg) {
-               seen_arg = true;
+             } else if (k == "arg") {
+               once(seen_arg, Where{&n, index, "input", named.name}, k);
                named.arg = readArgument(field, Where{&n, index, "input", named.name}, Role::kUse, 0);
-             } else if (k == "kind" && named.kind.empty()) {
+             } else if (k == "kind") {
+               once(seen_kind, Where{&n, index, "input", named.name}, k);
                named.kind = raw(field);
              } else {
                named.extra.emplace_back(k, raw(field));
@@ -636,8 +651,8 @@ class ProgramReader {
   void tensorArgument(od::value v, Slots& slots, const Where& where, Role role) {
     bool seen = false;
     fields(object(v, where), "a tensor argument", [&](std::string_view k, od::value f) {
-      if (k == "name" && !seen) {
-        seen = true;
+      if (k == "name") {
+        once(seen, NameOf{where}, k);
         name(f, slots, where, role);
       }
     });
@@ -792,8 +807,8 @@ class ProgramReader {
     bool seen_inputs = false;
     bool seen_outputs = false;
     fields(sig, "signature", [&](std::string_view k, od::value v) {
-      if (k == "input_specs" && !seen_inputs) {
-        seen_inputs = true;
+      if (k == "input_specs") {
+        once(seen_inputs, "signature", k);
         const char* begin = start(v);
         elements(array(v, "signature.input_specs"), "signature.input_specs", [&](od::value spec) {
           // Input spec i names graph input i (verify() checks it).
@@ -803,8 +818,8 @@ class ProgramReader {
           hint_ = nullptr;
         });
         graph.input_specs_source_ = spanFrom(begin);
-      } else if (k == "output_specs" && !seen_outputs) {
-        seen_outputs = true;
+      } else if (k == "output_specs") {
+        once(seen_outputs, "signature", k);
         elements(array(v, "signature.output_specs"), "signature.output_specs", [&](od::value spec) {
           graph.output_specs_.push_back(readSpec(spec, "output spec"));
         });
@@ -832,8 +847,10 @@ class ProgramReader {
       spec.kind = kind;
       const char* body_begin = start(body);
       Slots slots{body_begin, spec.payload.refs};
+      bool seen_arg = false;
       fields(object(body, what), what, [&](std::string_view k, od::value f) {
         if (k == "arg") {
+          once(seen_arg, what, k);
           if (kind == "user_input" || kind == "user_output") {
             Argument arg = readArgument(f, where, Role::kUse, 0);
             const auto shift = static_cast<std::uint32_t>(arg.payload.text.data() - body_begin);
@@ -845,8 +862,8 @@ class ProgramReader {
           } else {
             bool named = false;
             fields(object(f, what), what, [&](std::string_view ak, od::value af) {
-              if (ak == "name" && !named) {
-                named = true;
+              if (ak == "name") {
+                once(named, what, ak);
                 name(af, slots, where, Role::kUse);
               }
             });

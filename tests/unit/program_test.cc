@@ -116,6 +116,15 @@ TEST(Program, RejectsBadPrograms) {
   expectBadProgram("{\"graph_module\": ", "malformed JSON");
   expectBadProgram("[1, 2]", "not a JSON object");
   expectBadProgram(bnDropoutTrainProgram() + " {}", "content after the program");
+  // Repeated modelled fields: Python's json keeps the last, so torch would read another
+  // program than the one exmode switched.
+  std::string repeated_outputs = bnDropoutTrainProgram();
+  replaceOnce(repeated_outputs, "\"outputs\": [{\"as_tensor\": {\"name\": \"dropout\"}}], \"metadata\"",
+              "\"outputs\": [{\"as_tensor\": {\"name\": \"dropout\"}}], \"outputs\": [], \"metadata\"");
+  expectBadProgram(repeated_outputs, "repeats field 'outputs'");
+  std::string repeated_name = bnDropoutTrainProgram();
+  replaceOnce(repeated_name, "{\"name\": \"input\", \"arg\"", "{\"name\": \"input\", \"name\": \"x\", \"arg\"");
+  expectBadProgram(repeated_name, "repeats field 'name'");
   expectBadProgram(testing::makeProgram({}, {}, {}, "x", 99), "unsupported schema version 99.20");
   std::string dangling = bnDropoutTrainProgram();
   replaceOnce(dangling,
