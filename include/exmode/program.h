@@ -285,7 +285,7 @@ struct SerializedProgram {
 struct ReadLimits {
   std::uint64_t max_json_bytes = 0xFFFFFFFFull - kJsonPadding;  // simdjson's own limit is 4 GiB
   std::uint64_t max_nodes = 50'000'000;
-  int max_depth = 256;  // nested argument maps and nested graphs
+  int max_depth = 256;  // JSON nesting depth
 };
 
 // One ExportedProgram: the graph plus every other field, kept verbatim.

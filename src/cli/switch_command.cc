@@ -14,7 +14,7 @@ void addLimitOptions(CLI::App& command, ReadLimits& limits) {
       ->capture_default_str();
   command.add_option("--max-nodes", limits.max_nodes, "Refuse graphs with more nodes")
       ->capture_default_str();
-  command.add_option("--max-depth", limits.max_depth, "Refuse arguments nested deeper")
+  command.add_option("--max-depth", limits.max_depth, "Refuse JSON nested deeper")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
 }

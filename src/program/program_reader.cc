@@ -126,15 +126,23 @@ class ProgramReader {
   // be well-formed literals or numbers; objects and arrays are skipped over.
   RawJson raw(od::value v) {
     const od::json_type type = get(v.type(), "a value");
-    if (type == od::json_type::object) {
-      od::object o = object(v, "a value");
-      const std::string_view text = get(o.raw_json(), "an object");
-      return trimEnd(text.data(), text.data() + text.size());
-    }
-    if (type == od::json_type::array) {
-      od::array a = array(v, "a value");
-      const std::string_view text = get(a.raw_json(), "an array");
-      return trimEnd(text.data(), text.data() + text.size());
+    if (type == od::json_type::object || type == od::json_type::array) {
+      const std::int32_t depth = doc_.current_depth();
+      std::string_view text;
+      if (type == od::json_type::object) {
+        od::object o = object(v, "a value");
+        text = get(o.raw_json(), "an object");
+      } else {
+        od::array a = array(v, "a value");
+        text = get(a.raw_json(), "an array");
+      }
+      text = trimEnd(text.data(), text.data() + text.size());
+      // simdjson skips over the text without bounding its depth, and Python's json (torch)
+      // cannot read deep nesting; text too short to go past the limit is not scanned.
+      if (depth + static_cast<std::int64_t>(text.size() / 2) > limits_.max_depth) {
+        checkDepth(text, depth);
+      }
+      return text;
     }
     const std::string_view token = get(v.raw_json_token(), "a value");
     const std::string_view text = trimEnd(token.data(), token.data() + token.size());
@@ -151,6 +159,31 @@ class ProgramReader {
     }
     if (error) failAccess(error, "a value", "valid JSON");
     return text;
+  }
+
+  // Fails if brackets in `text` (outside strings) nest past the depth limit, counting from
+  // `depth`, the depth at which the text starts.
+  void checkDepth(std::string_view text, std::int64_t depth) const {
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const char c = text[i];
+      if (in_string) {
+        if (c == '\\') {
+          ++i;
+        } else if (c == '"') {
+          in_string = false;
+        }
+      } else if (c == '"') {
+        in_string = true;
+      } else if (c == '[' || c == '{') {
+        if (++depth > limits_.max_depth) {
+          fail("JSON nested too deeply (more than " + std::to_string(limits_.max_depth) +
+               " levels)");
+        }
+      } else if (c == ']' || c == '}') {
+        --depth;
+      }
+    }
   }
 
   // A string's quoted token (as it is in the source) and its unescaped content.
@@ -571,8 +604,9 @@ class ProgramReader {
 
   // Reads one Argument union: {"<kind>": <payload>}.
   Argument readArgument(od::value v, const Where& where, Role role, int depth) {
-    if (depth > limits_.max_depth) {
-      fail(describe(where) + ": arguments nested too deeply (more than " +
+    // The document's depth here, not just this recursion's: the limit is on the JSON.
+    if (depth > limits_.max_depth || doc_.current_depth() > limits_.max_depth) {
+      fail(describe(where) + ": JSON nested too deeply (more than " +
            std::to_string(limits_.max_depth) + " levels)");
     }
     const char* begin = start(v);
@@ -679,8 +713,8 @@ class ProgramReader {
 
   // Records the targets of a GraphArgument's nodes, recursing into their own graphs.
   void collectNestedNodes(od::value graph_argument, const Node& owner, int depth) {
-    if (depth > limits_.max_depth) {
-      fail("node '" + std::string(owner.name_) + "': graphs nested too deeply (more than " +
+    if (depth > limits_.max_depth || doc_.current_depth() > limits_.max_depth) {
+      fail("node '" + std::string(owner.name_) + "': JSON nested too deeply (more than " +
            std::to_string(limits_.max_depth) + " levels)");
     }
     auto objectFields = [&](od::value v, auto each) {
