@@ -162,13 +162,21 @@ void checkRewrite(const archive::ArchiveReader& reader, const ScratchDirectory& 
 }
 
 // Opens the archive as a model, switches it to `target`, saves it and opens the result.
-void checkSwitch(const fs::path& input, const ScratchDirectory& scratch, Mode target) {
+void checkSwitch(const fs::path& input, const ScratchDirectory& scratch, Mode target,
+                 bool skip_open_findings) {
   std::unique_ptr<Model> model;
   try {
     model = Model::open(input);
     target == Mode::kEval ? model->eval() : model->train();
   } catch (const Error&) {
     return;
+  }
+  if (skip_open_findings) {
+    for (const std::string& name : model->programNames()) {
+      const std::string json = mustSucceed("toJson of a switched program",
+                                           [&] { return model->program(name).toJson(); });
+      if (triggersOpenFinding(json)) return;
+    }
   }
   const fs::path out = scratch / "switched.pt2";
   mustSucceed("saving a switched model", [&] { model->save(out, {.sync = false}); });
@@ -186,7 +194,7 @@ void checkSwitch(const fs::path& input, const ScratchDirectory& scratch, Mode ta
 
 constexpr const char* kSourceName = "fuzz input";
 
-void checkSwitchedProgram(std::string_view data, Mode target) {
+void checkSwitchedProgram(std::string_view data, Mode target, bool skip_open_findings) {
   auto program = mustSucceed("parsing an accepted program again",
                              [&] { return Program::parse(data, kSourceName); });
   SwitchReport report;
@@ -203,6 +211,9 @@ void checkSwitchedProgram(std::string_view data, Mode target) {
   }
   const std::string json =
       mustSucceed("toJson of a switched program", [&] { return program->toJson(); });
+  // The repeated node field may only show in what was written (the reader's view of a
+  // malformed input can differ from any simple scan of it).
+  if (skip_open_findings && triggersOpenFinding(json)) return;
   if (program->serialize().join() != json) finding("serialize() and toJson() differ");
   auto reparsed =
       mustSucceed("parsing a switched program", [&] { return Program::parse(json, kSourceName); });
@@ -262,8 +273,8 @@ void runArchive(std::string_view data, bool skip_open_findings) {
       if (triggersOpenFinding(reader->data(*reader->find(name)))) return;
     }
   }
-  checkSwitch(file.path(), scratch, Mode::kEval);
-  checkSwitch(file.path(), scratch, Mode::kTrain);
+  checkSwitch(file.path(), scratch, Mode::kEval, skip_open_findings);
+  checkSwitch(file.path(), scratch, Mode::kTrain, skip_open_findings);
 }
 
 void runProgram(std::string_view data, bool skip_open_findings) {
@@ -286,8 +297,8 @@ void runProgram(std::string_view data, bool skip_open_findings) {
   if (mustSucceed("toJson of a re-read program", [&] { return reparsed->toJson(); }) != json) {
     finding("an unchanged program exmode wrote does not come back byte for byte");
   }
-  checkSwitchedProgram(data, Mode::kEval);
-  checkSwitchedProgram(data, Mode::kTrain);
+  checkSwitchedProgram(data, Mode::kEval, skip_open_findings);
+  checkSwitchedProgram(data, Mode::kTrain, skip_open_findings);
 }
 
 }  // namespace exmode::fuzz

@@ -10,7 +10,10 @@
 
 namespace exmode::fuzz {
 
-// Program JSON some node object of which (graph_module.graph.nodes[i]) repeats a key.
+// Program JSON some node object of which (graph_module.graph.nodes[i]) repeats a key, by a
+// scan of its brackets, strings and names only. The fuzz targets ask it of their input and
+// of what exmode wrote: on malformed input the reader's view can differ from this scan,
+// but a node it read twice shows in what it writes.
 //
 // Open finding (src/program/program_reader.cc, readNode): the reader accepts a node that
 // repeats a field, e.g. "outputs" twice, and appends both lists to the node, where torch
@@ -20,7 +23,7 @@ namespace exmode::fuzz {
 // reader should reject repeated node fields (exit 4), as it does a repeated graph_module.
 bool hasRepeatedNodeField(std::string_view json);
 
-// Whether `json` triggers any open finding.
+// Whether `json` (an input, or exmode's output) shows any open finding.
 bool triggersOpenFinding(std::string_view json);
 
 }  // namespace exmode::fuzz
