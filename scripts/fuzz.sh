@@ -34,7 +34,7 @@ done
 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
   -DEXMODE_BUILD_FUZZERS=ON -DEXMODE_BUILD_TESTS=OFF -DEXMODE_BUILD_BENCHMARKS=OFF \
   > build-fuzz-configure.log 2>&1 || { cat build-fuzz-configure.log; exit 1; }
-cmake --build build-fuzz -j "$(nproc)" || exit 1
+cmake --build build-fuzz -j "$(nproc)" --target exmode_fuzz_archive exmode_fuzz_program || exit 1
 
 echo "== fuzz targets on their seeds and past findings"
 ctest --test-dir build-fuzz --output-on-failure || exit 1
