@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake libdeflate-dev libsimdjson-dev libcli11-dev libabsl-dev libgtest-dev libgmock-dev
               clang-format clang-tidy
+              clang-14 libclang-rt-14-dev  # fuzz targets (libFuzzer) and sanitizers: scripts/fuzz.sh
               libbenchmark-dev)  # bench/ micro-benchmarks (bench/run.sh)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -40,12 +40,13 @@ struct Record {
 };
 
 // A read-only, memory-mapped PT2 archive. Construction validates the zip structure
-// (end of central directory, zip64 records, local headers, bounds of every record),
-// that every record is stored uncompressed, that all records share one root folder and
-// that `.data/version` is present. Throws exmode::Error(kBadArchive) naming the file, or
-// kIo when the file cannot be opened or mapped. Empty directory entries (names ending in
-// '/', which torch never writes) are skipped. CRC-32s are not checked: that would read
-// every weight. The file must not be truncated by others while the reader lives.
+// (end of central directory, zip64 records, local headers, bounds of every record, no two
+// records overlapping), that every record is stored uncompressed, that all records share
+// one root folder and that `.data/version` is present. Throws exmode::Error(kBadArchive)
+// naming the file, or kIo when the file cannot be opened or mapped. Empty directory entries
+// (names ending in '/', which torch never writes) are skipped. CRC-32s are not checked:
+// that would read every weight. The file must not be truncated by others while the reader
+// lives.
 //
 // The file stays open (fd()) as long as the reader, so that record bytes can be copied
 // between files by the kernel (copy_file_range) instead of through the map: a weight

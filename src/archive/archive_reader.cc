@@ -2,8 +2,8 @@
 // the rest of exmode can take record bytes straight from the map without further checks.
 //
 // Every offset and size read from the file is checked against the file size (or the start
-// of the central directory) before use, with arithmetic that cannot overflow, and nothing
-// is allocated from a count the file size does not bound. Record data is not CRC-checked
+// of the central directory) before use, with arithmetic that cannot overflow; records may
+// not overlap; and nothing is allocated from a count the file size does not bound. Record data is not CRC-checked
 // here: that would read every weight, and torch's own reader does not either.
 //
 // Directory entries (names ending in '/') are accepted when empty and skipped: torch does
@@ -122,6 +122,7 @@ class Parser {
                                entry.crc32, entry.raw});
     }
     if (records.empty()) bad("the archive has no records");
+    checkNoOverlap(records);
     if (!names.count(root + "/" + std::string(kDataVersionPath))) {
       bad("no " + std::string(kDataVersionPath) + " record; not a PT2 archive");
     }
@@ -303,6 +304,28 @@ class Parser {
     } else if (top != root) {
       bad("records are not all under one top-level folder (found " + printable(root) + "/ and " +
           printable(top) + "/)");
+    }
+  }
+
+  // Each record (local header and data) must end before the next one in the file starts:
+  // overlapping records (one record's bytes read as part of another, the trick of "zip
+  // bombs" and of archives that show each zip reader different contents) are refused.
+  void checkNoOverlap(const std::vector<Record>& records) const {
+    std::vector<const Record*> by_offset;
+    by_offset.reserve(records.size());
+    for (const Record& record : records) by_offset.push_back(&record);
+    std::sort(by_offset.begin(), by_offset.end(), [](const Record* a, const Record* b) {
+      return a->local_header_offset < b->local_header_offset;
+    });
+    for (std::size_t i = 1; i < by_offset.size(); ++i) {
+      const Record& before = *by_offset[i - 1];
+      const Record& after = *by_offset[i];
+      if (before.data_offset + before.size > after.local_header_offset) {
+        bad("record " + printable(before.name) + " (offset " +
+            std::to_string(before.local_header_offset) + " to " +
+            std::to_string(before.data_offset + before.size) + ") overlaps record " +
+            printable(after.name) + " (offset " + std::to_string(after.local_header_offset) + ")");
+      }
     }
   }
 

@@ -6,6 +6,19 @@
 #include "exmode/error.h"
 #include "exmode/model.h"
 
+// GCC defines __SANITIZE_ADDRESS__ under -fsanitize=address; clang 14 only answers
+// __has_feature(address_sanitizer).
+#if defined(__SANITIZE_ADDRESS__)
+#define EXMODE_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EXMODE_SANITIZED 1
+#endif
+#endif
+#ifndef EXMODE_SANITIZED
+#define EXMODE_SANITIZED 0
+#endif
+
 namespace exmode::cli {
 
 void addLimitOptions(CLI::App& command, ReadLimits& limits) {
@@ -71,7 +84,7 @@ int runSwitch(Mode target, const SwitchOptions& options) {
   // The process exits next: freeing a large program node by node would take longer than
   // switching it, and the kernel reclaims it at once. Sanitizer builds free it, so leak
   // checks still see every allocation.
-#if !defined(__SANITIZE_ADDRESS__)
+#if !EXMODE_SANITIZED
   (void)model.release();
 #endif
   return 0;

@@ -516,6 +516,47 @@ TEST_F(ArchiveTest, RefusesInconsistentHeaders) {
   expectBad(too_many, "central directory declares 65520 records");
 }
 
+TEST_F(ArchiveTest, RefusesOverlappingRecords) {
+  const std::string bytes = torchLikeBytes();
+  // A record whose data runs into the next record's local header (its CRC-32 is not
+  // checked: it is a weight).
+  const std::size_t weight = centralHeaderOf(bytes, "arc/data/weights/weight_0");
+  std::string runs_on = bytes;
+  store32(runs_on, weight + 20, 16 + 200);
+  store32(runs_on, weight + 24, 16 + 200);
+  expectBad(runs_on, "record arc/data/weights/weight_0 (offset 0 to ");
+  expectBad(runs_on, ") overlaps record arc/data/weights/model_weights_config.json (offset ");
+
+  // A record hidden inside another one's data: the bytes of "arc/outer" are the local
+  // header and data of "arc/inner", and a central directory entry points at them.
+  writeArchive(path("inner.pt2"), {{"arc/inner", "hidden"}});
+  const std::string inner = readBytes(path("inner.pt2"));
+  const std::string inner_record = inner.substr(0, centralHeaderOf(inner, "arc/inner"));
+  writeArchive(path("outer.pt2"), {{"arc/.data/version", "6\n"}, {"arc/outer", inner_record}});
+  std::string nested = readBytes(path("outer.pt2"));
+  const std::size_t outer_central = centralHeaderOf(nested, "arc/outer");
+  const std::uint32_t outer_local = zip::loadLE<std::uint32_t>(nested.data() + outer_central + 42);
+  const std::size_t outer_data =
+      outer_local + zip::kLocalHeaderSize + 9 + load16(nested, outer_local + 28);
+  std::string entry = nested.substr(outer_central, zip::kCentralHeaderSize);
+  store32(entry, 16, zip::crc32Of("hidden"));
+  store32(entry, 20, 6);
+  store32(entry, 24, 6);
+  store16(entry, 28, 9);  // name length
+  store16(entry, 30, 0);  // extra fields length
+  store32(entry, 42, static_cast<std::uint32_t>(outer_data));
+  entry += "arc/inner";
+  const std::size_t eocd = nested.size() - zip::kEndOfCentralDirSize;
+  const std::uint32_t directory_size = zip::loadLE<std::uint32_t>(nested.data() + eocd + 12);
+  nested.insert(eocd, entry);
+  const std::size_t moved_eocd = eocd + entry.size();
+  store16(nested, moved_eocd + 8, 3);
+  store16(nested, moved_eocd + 10, 3);
+  store32(nested, moved_eocd + 12, directory_size + static_cast<std::uint32_t>(entry.size()));
+  expectBad(nested, "record arc/outer (offset ");
+  expectBad(nested, ") overlaps record arc/inner (offset " + std::to_string(outer_data) + ")");
+}
+
 TEST_F(ArchiveTest, RefusesBadNamesAndLayouts) {
   const auto check = [this](const Entries& entries, const std::string& expected) {
     writeArchive(path("bad.pt2"), entries);

@@ -56,8 +56,9 @@ TEST(Pattern, MatchesTargetsConstraintsAndCaptures) {
 TEST(Pattern, MatchesProducerChains) {
   auto program = chain();
   const Pattern relu = Pattern({"aten.relu.default"}).arg("self", tensor(), "x").as("relu");
-  auto matches =
-      matchAll(program->graph(), Pattern({"aten.dropout.default"}).arg("input", producedBy(relu)));
+  // Matches name their captures by views into the pattern: it must outlive them.
+  const Pattern dropout = Pattern({"aten.dropout.default"}).arg("input", producedBy(relu));
+  auto matches = matchAll(program->graph(), dropout);
   ASSERT_EQ(matches.size(), 1u);
   EXPECT_EQ(matches[0].node("relu")->name(), "relu");
   EXPECT_EQ(matches[0].arg("x").tensor()->name(), "x");
