@@ -62,9 +62,11 @@ TEST(Program, KeepsUnknownFieldsOfChangedNodesAndTensorArguments) {
   // The dropout node changes (train flag); its untouched input keeps a field the schema
   // may add to TensorArgument, and the changed node keeps an unknown member.
   std::string input = bnDropoutTrainProgram();
-  const std::string from = "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"batch_norm\"}}";
+  const std::string from =
+      "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"batch_norm\"}}";
   const std::string to =
-      "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"batch_norm\", \"future\": [1, 2]}}";
+      "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"batch_norm\", \"future\": [1, "
+      "2]}}";
   input.replace(input.find(from), from.size(), to);
   auto program = Program::parse(input, "t.json");
   switchMode(*program, Mode::kEval);
@@ -112,39 +114,40 @@ void replaceOnce(std::string& s, const std::string& from, const std::string& to)
   s.replace(at, from.size(), to);
 }
 
+// The train fixture with one piece of text replaced.
+std::string fixtureWith(const std::string& from, const std::string& to) {
+  std::string json = bnDropoutTrainProgram();
+  const auto at = json.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) json.replace(at, from.size(), to);
+  return json;
+}
+
 TEST(Program, RejectsBadPrograms) {
   expectBadProgram("{\"graph_module\": ", "malformed JSON");
   expectBadProgram("[1, 2]", "not a JSON object");
   expectBadProgram(bnDropoutTrainProgram() + " {}", "content after the program");
-  // Repeated modelled fields: Python's json keeps the last, so torch would read another
-  // program than the one exmode switched.
-  std::string repeated_outputs = bnDropoutTrainProgram();
-  replaceOnce(repeated_outputs, "\"outputs\": [{\"as_tensor\": {\"name\": \"dropout\"}}], \"metadata\"",
-              "\"outputs\": [{\"as_tensor\": {\"name\": \"dropout\"}}], \"outputs\": [], \"metadata\"");
-  expectBadProgram(repeated_outputs, "repeats field 'outputs'");
-  std::string repeated_name = bnDropoutTrainProgram();
-  replaceOnce(repeated_name, "{\"name\": \"input\", \"arg\"", "{\"name\": \"input\", \"name\": \"x\", \"arg\"");
-  expectBadProgram(repeated_name, "repeats field 'name'");
   expectBadProgram(testing::makeProgram({}, {}, {}, "x", 99), "unsupported schema version 99.20");
-  std::string dangling = bnDropoutTrainProgram();
-  replaceOnce(dangling,
-              "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"batch_norm\"}}",
-              "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": \"nowhere\"}}");
-  expectBadProgram(dangling, "'nowhere', which is not defined");
-  std::string unknown_kind = bnDropoutTrainProgram();
-  replaceOnce(unknown_kind, "{\"as_float\": 0.3}", "{\"as_quaternion\": 0.3}");
-  expectBadProgram(unknown_kind, "unknown argument kind 'as_quaternion'");
-  std::string bad_output = bnDropoutTrainProgram();
-  replaceOnce(bad_output, "\"outputs\": [{\"as_tensor\": {\"name\": \"dropout\"}}], \"nodes\"",
-              "\"outputs\": [{\"as_tensor\": {\"name\": \"missing\"}}], \"nodes\"");
-  expectBadProgram(bad_output, "'missing'");
-  std::string twice = bnDropoutTrainProgram();
-  replaceOnce(twice, "\"outputs\": [{\"as_tensor\": {\"name\": \"dropout\"}}], \"metadata\"",
-              "\"outputs\": [{\"as_tensor\": {\"name\": \"batch_norm\"}}], \"metadata\"");
-  expectBadProgram(twice, "defined twice");
-  std::string no_graph = bnDropoutTrainProgram();
-  replaceOnce(no_graph, "\"graph_module\"", "\"graph_modulo\"");
-  expectBadProgram(no_graph, "graph_module");
+  const std::string dropout_outputs = "\"outputs\": [{\"as_tensor\": {\"name\": \"dropout\"}}]";
+  const std::string input = "{\"name\": \"input\", \"arg\": {\"as_tensor\": {\"name\": ";
+  const struct {
+    std::string from, to, message;
+  } edits[] = {
+      // Repeated modelled fields: Python's json keeps the last, so torch would read another
+      // program than the one exmode switched.
+      {dropout_outputs + ", \"metadata\"", dropout_outputs + ", \"outputs\": [], \"metadata\"",
+       "repeats field 'outputs'"},
+      {"{\"name\": \"input\", \"arg\"", "{\"name\": \"input\", \"name\": \"x\", \"arg\"",
+       "repeats field 'name'"},
+      {input + "\"batch_norm\"}}", input + "\"nowhere\"}}", "'nowhere', which is not defined"},
+      {"{\"as_float\": 0.3}", "{\"as_quaternion\": 0.3}", "unknown argument kind 'as_quaternion'"},
+      {dropout_outputs + ", \"nodes\"",
+       "\"outputs\": [{\"as_tensor\": {\"name\": \"missing\"}}], \"nodes\"", "'missing'"},
+      {dropout_outputs + ", \"metadata\"",
+       "\"outputs\": [{\"as_tensor\": {\"name\": \"batch_norm\"}}], \"metadata\"", "defined twice"},
+      {"\"graph_module\"", "\"graph_modulo\"", "graph_module"},
+  };
+  for (const auto& edit : edits) expectBadProgram(fixtureWith(edit.from, edit.to), edit.message);
 }
 
 TEST(Program, EnforcesReadLimits) {
