@@ -51,7 +51,8 @@ void registerPassBenchmarks(const Input& input) {
                                    std::vector<Site> sites;
                                    for (auto _ : state) {
                                      sites.clear();
-                                     pass->collectSites(program->graph(), sites);
+                                     pass->collectSites(program->graph(), sites,
+                                                        exmode::SiteDetail::kFull);
                                      benchmark::DoNotOptimize(sites.data());
                                    }
                                    state.counters["sites"] = static_cast<double>(sites.size());

@@ -31,6 +31,10 @@ struct Site {
 };
 std::string_view siteStateName(Site::State state);
 
+// How much of a Site collectSites fills in: everything, or only the node and its state
+// (what a switch needs to know the mode it starts from, without parsing p, momentum, eps).
+enum class SiteDetail { kFull, kState };
+
 // One change a switch made.
 // Views into the program's text (or static text): valid while the program lives. A large
 // switch makes hundreds of thousands of these, so they copy nothing.
@@ -59,7 +63,8 @@ class ModePass {
   // The op targets this pass looks at (full form, "torch.ops.aten.dropout.default").
   virtual const std::vector<std::string>& targets() const = 0;
   // Appends this family's sites in graph order. Pure.
-  virtual void collectSites(const Graph& graph, std::vector<Site>& sites) const = 0;
+  virtual void collectSites(const Graph& graph, std::vector<Site>& sites,
+                            SiteDetail detail) const = 0;
   // Moves every site of this family to `target`, appending what it changed (and what it
   // could not change) to `report`.
   virtual void apply(rewrite::Rewriter& rewriter, Mode target, SwitchReport& report) const = 0;

@@ -106,7 +106,7 @@ class Value {
   Node* producer_ = nullptr;
   std::vector<Node*> users_;
   RawJson tensor_meta_;
-  RawJson tensor_entry_;  // the `"name": {...}` member of tensor_values it was read from
+  RawJson tensor_entry_;     // the `"name": {...}` member of tensor_values it was read from
   std::uint32_t index_ = 0;  // position in the graph's value storage
   bool erased_ = false;
   bool declared_symbol_ = false;  // listed in sym_*_values, defined by no node
@@ -138,7 +138,9 @@ class Node {
   std::string_view modulePathView() const;
   // The class of that module, e.g. "torch.nn.modules.activation.MultiheadAttention".
   std::string moduleType() const;
-  // Position in the graph's node order; valid after Graph::renumber().
+  // A number that grows along the graph's node order (not a dense index: nodes are
+  // numbered with gaps so that an insertion rarely renumbers); valid after
+  // Graph::renumber().
   std::size_t order() const { return order_; }
 
  private:
@@ -211,9 +213,12 @@ class Graph {
   // autocast and no_grad regions), with the top-level node that holds them. Nested graphs
   // are kept verbatim; this list lets passes see what they contain.
   const std::vector<NestedNode>& nestedNodes() const { return nested_nodes_; }
-  // Recomputes Node::order() after insertions (a no-op when none happened: erasing keeps
-  // the order of the nodes left).
+  // Recomputes Node::order() after insertions that found no gap to take (a no-op
+  // otherwise: erasing keeps the order of the nodes left).
   void renumber();
+  // The spacing of Node::order() after a renumbering: room for 20 insertions in a row at
+  // one place, and for 50 million nodes times the gap in 64 bits.
+  static constexpr std::size_t kOrderGap = std::size_t{1} << 20;
   // Frees the nodes erased since the last call; pointers to them become invalid. Called at
   // the end of each switch, so toggling a program does not grow its memory.
   void releaseErased();
@@ -325,7 +330,7 @@ class Program {
   // Text kept by keep(): small pieces packed into blocks (rewrites keep many short names
   // and arguments), large ones in their own allocation. Never moved, freed with the program.
   std::vector<std::unique_ptr<char[]>> arena_blocks_;  // the last one is being filled
-  std::size_t arena_used_ = 0;                          // bytes used in the last block
+  std::size_t arena_used_ = 0;                         // bytes used in the last block
   std::vector<std::unique_ptr<char[]>> arena_large_;
   Graph graph_;
   SchemaVersion schema_version_;

@@ -34,9 +34,7 @@ const Pattern& attentionPattern() {
   return pattern;
 }
 
-bool inMultiheadAttention(const Node& node) {
-  return node.moduleType().ends_with(kModuleType);
-}
+bool inMultiheadAttention(const Node& node) { return node.moduleType().ends_with(kModuleType); }
 
 double graphP(const Node& node) {
   const NamedArgument* in = node.input("dropout_p");
@@ -68,7 +66,9 @@ class AttentionDropoutPass final : public ModePass {
   std::string_view name() const override { return "attention_dropout"; }
   const std::vector<std::string>& targets() const override { return attentionPattern().targets(); }
 
-  void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
+  // p decides the state, so every detail level reads it.
+  void collectSites(const Graph& graph, std::vector<Site>& sites,
+                    SiteDetail /*detail*/) const override {
     for (const Match& m : matchAll(graph, attentionPattern())) {
       if (!inMultiheadAttention(*m.root)) continue;
       const double p = graphP(*m.root);
@@ -85,17 +85,17 @@ class AttentionDropoutPass final : public ModePass {
 
   void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
     std::vector<Site> sites;
-    collectSites(rewriter.graph(), sites);
+    collectSites(rewriter.graph(), sites, SiteDetail::kFull);
     for (const Site& site : sites) {
       Node& node = const_cast<Node&>(*site.node);
       if (target == Mode::kEval && site.state == Site::State::kTrain) {
         toEval(rewriter, node, *site.p);
-        report.changes.push_back(
-            makeChange(rewriter, node, rewriter.keep("dropout_p=" + pText(*site.p)), "dropout_p=0.0"));
+        report.changes.push_back(makeChange(
+            rewriter, node, rewriter.keep("dropout_p=" + pText(*site.p)), "dropout_p=0.0"));
       } else if (target == Mode::kTrain && site.state == Site::State::kEval) {
         toTrain(rewriter, node, *site.p);
-        report.changes.push_back(
-            makeChange(rewriter, node, "dropout_p=0.0", rewriter.keep("dropout_p=" + pText(*site.p))));
+        report.changes.push_back(makeChange(rewriter, node, "dropout_p=0.0",
+                                            rewriter.keep("dropout_p=" + pText(*site.p))));
       } else if (target == Mode::kTrain && site.state == Site::State::kFixed) {
         report.notes.push_back("attention dropout of '" + node.modulePath() +
                                "' stays 0.0: the program was exported in eval mode, which does "

@@ -126,7 +126,8 @@ Node* incrementOf(Value& counter, const Node& site, const Node* previous_site) {
 // site's own JSON text (a view: nothing is copied).
 std::vector<std::pair<std::string_view, RawJson>> incrementMetadata(const Node& site) {
   std::vector<std::pair<std::string_view, RawJson>> fields;
-  for (std::string_view key : {std::string_view("stack_trace"), std::string_view("nn_module_stack")}) {
+  for (std::string_view key :
+       {std::string_view("stack_trace"), std::string_view("nn_module_stack")}) {
     const RawJson value = site.metadataFieldJson(key);
     if (value.size() < 2 || value.front() != '"' || value == "\"\"") continue;
     fields.emplace_back(key, value);
@@ -139,9 +140,10 @@ class BatchNormPass final : public ModePass {
   std::string_view name() const override { return "batch_norm"; }
   const std::vector<std::string>& targets() const override { return batchNormPattern().targets(); }
 
-  void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
+  void collectSites(const Graph& graph, std::vector<Site>& sites,
+                    SiteDetail detail) const override {
     for (const Match& m : matchAll(graph, batchNormPattern())) {
-      sites.push_back(normSite(*m.root, isTracked(m), "training"));
+      sites.push_back(normSite(*m.root, isTracked(m), "training", detail));
     }
   }
 

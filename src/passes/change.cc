@@ -1,11 +1,11 @@
 // Helpers shared by the mode passes; see change.h.
 #include "passes/change.h"
 
-#include "exmode/error.h"
-
 #include <array>
 #include <stdexcept>
 #include <utility>
+
+#include "exmode/error.h"
 
 namespace exmode::passes {
 
@@ -38,10 +38,12 @@ std::string_view flagText(std::string_view flag, bool value) {
   throw std::logic_error("no report text for flag '" + std::string(flag) + "'");
 }
 
-Site normSite(const Node& node, bool tracks_running_stats, std::string_view flag) {
+Site normSite(const Node& node, bool tracks_running_stats, std::string_view flag,
+              SiteDetail detail) {
   Site::State state = Site::State::kFixed;
   if (tracks_running_stats)
     state = literalFlag(node, flag) ? Site::State::kTrain : Site::State::kEval;
+  if (detail == SiteDetail::kState) return {.node = &node, .state = state};
   return {.node = &node,
           .state = state,
           .momentum = numberArg(node, "momentum"),

@@ -28,7 +28,8 @@ bool literalFlag(const Node& node, std::string_view name);
 
 // A normalization site (batch norm, instance norm): with running statistics its mode is the
 // literal `flag`; without them it is fixed.
-Site normSite(const Node& node, bool tracks_running_stats, std::string_view flag);
+Site normSite(const Node& node, bool tracks_running_stats, std::string_view flag,
+              SiteDetail detail);
 
 // A numeric literal argument (p, momentum, eps), if the node has one.
 inline std::optional<double> numberArg(const Node& node, std::string_view name) {

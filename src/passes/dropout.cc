@@ -29,12 +29,13 @@ class DropoutPass final : public ModePass {
   std::string_view name() const override { return "dropout"; }
   const std::vector<std::string>& targets() const override { return dropoutPattern().targets(); }
 
-  void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
+  void collectSites(const Graph& graph, std::vector<Site>& sites,
+                    SiteDetail detail) const override {
     for (const Match& m : matchAll(graph, dropoutPattern())) {
       sites.push_back(
           {.node = m.root,
            .state = literalFlag(*m.root, "train") ? Site::State::kTrain : Site::State::kEval,
-           .p = numberArg(*m.root, "p")});
+           .p = detail == SiteDetail::kFull ? numberArg(*m.root, "p") : std::nullopt});
     }
   }
 

@@ -57,7 +57,8 @@ class FunctionalIrPass final : public ModePass {
     return all;
   }
 
-  void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
+  void collectSites(const Graph& graph, std::vector<Site>& sites,
+                    SiteDetail /*detail*/) const override {
     for (const Match& m : matchAll(graph, flaggedPattern())) {
       sites.push_back({.node = m.root, .state = stateOf(*m.root)});
     }
@@ -68,7 +69,7 @@ class FunctionalIrPass final : public ModePass {
 
   void apply(Rewriter& rewriter, Mode target, SwitchReport&) const override {
     std::vector<Site> sites;
-    collectSites(rewriter.graph(), sites);
+    collectSites(rewriter.graph(), sites, SiteDetail::kState);
     const Site::State wanted = target == Mode::kTrain ? Site::State::kTrain : Site::State::kEval;
     for (const Site& site : sites) {
       if (site.state == Site::State::kFixed || site.state == wanted) continue;

@@ -35,9 +35,10 @@ class InstanceNormPass final : public ModePass {
     return instanceNormPattern().targets();
   }
 
-  void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
+  void collectSites(const Graph& graph, std::vector<Site>& sites,
+                    SiteDetail detail) const override {
     for (const Match& m : matchAll(graph, instanceNormPattern())) {
-      sites.push_back(normSite(*m.root, tracksRunningStats(m), "use_input_stats"));
+      sites.push_back(normSite(*m.root, tracksRunningStats(m), "use_input_stats", detail));
     }
   }
 

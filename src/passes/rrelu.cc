@@ -51,7 +51,8 @@ class RreluPass final : public ModePass {
   std::string_view name() const override { return "rrelu"; }
   const std::vector<std::string>& targets() const override { return rreluPattern().targets(); }
 
-  void collectSites(const Graph& graph, std::vector<Site>& sites) const override {
+  void collectSites(const Graph& graph, std::vector<Site>& sites,
+                    SiteDetail /*detail*/) const override {
     for (const Match& m : matchAll(graph, rreluPattern())) {
       sites.push_back(
           {.node = m.root, .state = training(*m.root) ? Site::State::kTrain : Site::State::kEval});
@@ -66,8 +67,7 @@ class RreluPass final : public ModePass {
       if (train) {
         for (const Default& d : kScalarDefaults) {
           if (node.input(d.name) == nullptr) {
-            rewriter.insertInput(node, {d.name, rewriter.floatArg(d.value), "1"},
-                                 "training");
+            rewriter.insertInput(node, {d.name, rewriter.floatArg(d.value), "1"}, "training");
           }
         }
         if (node.input("training") != nullptr) {

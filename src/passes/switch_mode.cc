@@ -40,7 +40,7 @@ std::string_view siteStateName(Site::State state) {
 
 std::vector<Site> collectSites(const Graph& graph) {
   std::vector<Site> sites;
-  for (const ModePass* pass : modePasses()) pass->collectSites(graph, sites);
+  for (const ModePass* pass : modePasses()) pass->collectSites(graph, sites, SiteDetail::kFull);
   std::stable_sort(sites.begin(), sites.end(),
                    [](const Site& a, const Site& b) { return a.node->order() < b.node->order(); });
   return sites;
@@ -71,19 +71,22 @@ auto namingTheProgram(const Program& program, F f) {
   }
 }
 
-// Passes run one after the other; the report reads in graph order.
-// Sites are never erased by a switch, so every change's node is still in the graph. Sorts
-// positions, then moves each change once.
-void sortByGraphOrder(std::vector<Change>& changes) {
-  std::vector<std::size_t> order(changes.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    return changes[a].site->order() < changes[b].site->order();
-  });
-  std::vector<Change> sorted;
-  sorted.reserve(changes.size());
-  for (std::size_t i : order) sorted.push_back(std::move(changes[i]));
-  changes = std::move(sorted);
+// Passes run one after the other, each reporting its changes in graph order; the report
+// reads in graph order. `runs` holds where each pass's changes start. Sites are never
+// erased by a switch, so every change's node is still in the graph.
+void mergeByGraphOrder(std::vector<Change>& changes, const std::vector<std::size_t>& runs) {
+  auto by_order = [](const Change& a, const Change& b) {
+    return a.site->order() < b.site->order();
+  };
+  auto at = [&](std::size_t i) { return changes.begin() + static_cast<std::ptrdiff_t>(i); };
+  // [0, runs[k]) is sorted; merge the next run into it.
+  for (std::size_t k = 1; k < runs.size(); ++k) {
+    const std::size_t end = k + 1 < runs.size() ? runs[k + 1] : changes.size();
+    const std::size_t middle = runs[k];
+    if (middle == 0 || middle == end) continue;
+    if (!by_order(*at(middle), *at(middle - 1))) continue;  // already in order
+    std::inplace_merge(changes.begin(), at(middle), at(end), by_order);
+  }
 }
 
 // Nested graphs are kept verbatim and not switched: a mode-sensitive op inside one makes
@@ -117,17 +120,27 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name)
     refuseNestedSites(program.graph());
     SwitchReport report;
     report.program = std::move(program_name);
-    std::vector<Site> sites = collectSites(program.graph());
+    // Every site's state first, before anything changes: a node a pass cannot switch
+    // throws here, leaving the program untouched. Graph order does not matter for the mode.
+    std::vector<Site> sites;
+    for (const ModePass* pass : modePasses()) {
+      pass->collectSites(program.graph(), sites, SiteDetail::kState);
+    }
     report.before = detectMode(sites);
     rewrite::Rewriter rewriter(program);
-    for (const ModePass* pass : modePasses()) pass->apply(rewriter, target, report);
+    std::vector<std::size_t> runs;
+    for (const ModePass* pass : modePasses()) {
+      runs.push_back(report.changes.size());
+      pass->apply(rewriter, target, report);
+    }
     program.graph().renumber();
     program.graph().releaseErased();
-    sortByGraphOrder(report.changes);
+    mergeByGraphOrder(report.changes, runs);
     // The mode reached: every site a pass changed is now in the target mode, the others are
     // as they were (sites are never erased). Matching the whole graph again would cost as
     // much as the switch; the passes' tests check that what they report is what they did.
     absl::flat_hash_set<const Node*> changed;
+    changed.reserve(report.changes.size());
     for (const Change& change : report.changes) changed.insert(change.site);
     const Site::State reached = target == Mode::kTrain ? Site::State::kTrain : Site::State::kEval;
     for (Site& site : sites) {

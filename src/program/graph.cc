@@ -148,7 +148,8 @@ void Graph::indexInputSpecs() const {
   for (std::size_t i = 0; i < input_specs_.size(); ++i) {
     const SignatureSpec& spec = input_specs_[i];
     if (spec.value() != nullptr) input_spec_index_.emplace(spec.value(), i);
-    if (spec.kind == "buffer" && !spec.target.empty()) buffer_index_.emplace(spec.target, spec.value());
+    if (spec.kind == "buffer" && !spec.target.empty())
+      buffer_index_.emplace(spec.target, spec.value());
   }
   input_specs_indexed_ = true;
 }
@@ -195,8 +196,8 @@ void Graph::releaseErased() {
 void Graph::renumber() {
   if (!order_stale_) return;
   order_stale_ = false;
-  std::size_t i = 0;
-  for (auto& node : nodes_) node->order_ = i++;
+  std::size_t order = 0;
+  for (auto& node : nodes_) node->order_ = order += kOrderGap;
 }
 
 std::string Graph::freshName(std::string_view base) const {

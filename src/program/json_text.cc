@@ -35,7 +35,15 @@ std::size_t decodeUtf8(std::string_view text, std::size_t i, std::uint32_t& code
 // As json.dumps with ensure_ascii: everything outside printable ASCII is escaped.
 void appendString(std::string& out, std::string_view text) {
   out.push_back('"');
-  for (std::size_t i = 0; i < text.size(); ++i) {
+  // Names are plain ASCII almost always: copy the run that needs no escape at once.
+  std::size_t plain = 0;
+  while (plain < text.size()) {
+    const auto u = static_cast<unsigned char>(text[plain]);
+    if (u < 0x20 || u >= 0x7F || u == '"' || u == '\\') break;
+    ++plain;
+  }
+  out.append(text.data(), plain);
+  for (std::size_t i = plain; i < text.size(); ++i) {
     const char c = text[i];
     const auto u = static_cast<unsigned char>(c);
     switch (c) {

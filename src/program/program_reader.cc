@@ -514,7 +514,7 @@ class ProgramReader {
     if (index >= limits_.max_nodes) {
       fail("the graph has more than " + std::to_string(limits_.max_nodes) + " nodes, the limit");
     }
-    n.order_ = index;
+    n.order_ = (index + 1) * Graph::kOrderGap;
     n.inputs_.reserve(4);
     bool seen_name = false;
     bool seen_target = false;

@@ -63,9 +63,11 @@ Node* Match::node(std::string_view capture) const {
 class Matcher {
  public:
   static bool matches(const Node& node, const Pattern& pattern, Match& match) {
-    bool target_ok = false;
-    for (const std::string& t : pattern.targets_) target_ok = target_ok || node.target() == t;
-    if (!target_ok) return false;
+    return hasTarget(node, pattern) && matchesArgs(node, pattern, match);
+  }
+
+  // For candidates taken from the by-target index, whose target is known.
+  static bool matchesArgs(const Node& node, const Pattern& pattern, Match& match) {
     for (const Pattern::ArgRule& rule : pattern.rules_) {
       const NamedArgument* in = node.input(rule.name);
       if (!satisfies(in, rule.constraint, match)) return false;
@@ -74,6 +76,13 @@ class Matcher {
     if (!pattern.node_capture_.empty())
       match.nodes.emplace_back(pattern.node_capture_, const_cast<Node*>(&node));
     return true;
+  }
+
+  static bool hasTarget(const Node& node, const Pattern& pattern) {
+    for (const std::string& t : pattern.targets_) {
+      if (node.target() == t) return true;
+    }
+    return false;
   }
 
  private:
@@ -120,13 +129,20 @@ std::optional<Match> matchNode(const Node& node, const Pattern& pattern) {
 
 std::vector<Match> matchAll(const Graph& graph, const Pattern& pattern) {
   std::vector<Match> matches;
+  std::size_t targets_found = 0;
   for (const std::string& target : pattern.targets()) {
-    for (Node* node : graph.nodesWithTarget(target)) {
-      if (auto m = matchNode(*node, pattern)) matches.push_back(std::move(*m));
+    const std::vector<Node*>& candidates = graph.nodesWithTarget(target);
+    if (candidates.empty()) continue;
+    ++targets_found;
+    matches.reserve(matches.size() + candidates.size());
+    for (Node* node : candidates) {
+      Match& m = matches.emplace_back();
+      m.root = node;
+      if (!Matcher::matchesArgs(*node, pattern, m)) matches.pop_back();
     }
   }
-  // Several targets: restore graph order.
-  if (pattern.targets().size() > 1) {
+  // Nodes of several targets: restore graph order.
+  if (targets_found > 1) {
     std::sort(matches.begin(), matches.end(),
               [](const Match& a, const Match& b) { return a.root->order() < b.root->order(); });
   }

@@ -22,12 +22,14 @@ Argument plain(std::string_view kind, RawJson text) {
 }  // namespace
 
 Argument Rewriter::tensorArg(Value& value) {
-  std::string text = "{\"name\": ";
+  // Built in a reused buffer: keep() copies it into the program's arena.
+  thread_local std::string text;
+  text = "{\"name\": ";
   const auto offset = static_cast<std::uint32_t>(text.size());
   json::appendString(text, value.name());
   const auto length = static_cast<std::uint32_t>(text.size()) - offset;
   text += '}';
-  Argument arg = plain("as_tensor", program_.keep(std::move(text)));
+  Argument arg = plain("as_tensor", program_.keep(text));
   arg.payload.refs.push_back({&value, offset, length});
   return arg;
 }
@@ -100,7 +102,8 @@ void Rewriter::setMetadataField(Node& node, std::string_view key,
     text = program_.keep(std::move(quoted));
   }
   auto& fields = node.metadata_fields_;
-  auto it = std::find_if(fields.begin(), fields.end(), [&](const auto& f) { return f.first == key; });
+  auto it =
+      std::find_if(fields.begin(), fields.end(), [&](const auto& f) { return f.first == key; });
   if (it != fields.end()) {
     if (value) {
       it->second = text;
@@ -215,10 +218,24 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
   for (const NamedArgument& in : node.inputs_) {
     for (const Ref& ref : in.arg.payload.refs) addUse(*ref.value, node);
   }
-  node.order_ = before.order_;
+  // Numbered between its neighbours when they leave a gap, else renumbered later. The
+  // target index takes the node in place while orders are valid, else is rebuilt.
+  const std::size_t previous =
+      before.self_ == graph_.nodes_.begin() ? 0 : (*std::prev(before.self_))->order_;
   node.self_ = graph_.nodes_.insert(before.self_, std::move(owned));
-  graph_.by_target_valid_ = false;
-  graph_.order_stale_ = true;
+  if (!graph_.order_stale_ && before.order_ - previous >= 2) {
+    node.order_ = previous + (before.order_ - previous) / 2;
+  } else {
+    node.order_ = before.order_;
+    graph_.order_stale_ = true;
+  }
+  if (graph_.by_target_valid_ && !graph_.order_stale_) {
+    std::vector<Node*>& same = graph_.by_target_[node.target_];
+    auto by_order = [](const Node* a, const Node* b) { return a->order_ < b->order_; };
+    same.insert(std::upper_bound(same.begin(), same.end(), &node, by_order), &node);
+  } else {
+    graph_.by_target_valid_ = false;
+  }
   return node;
 }
 
