@@ -119,6 +119,52 @@ TEST(Rewriter, InsertsNodesAndRewiresLaterUses) {
   EXPECT_EQ(printGraph(reparsed->graph()), text);
 }
 
+// Node orders are numbered with gaps: insertions take a number between their neighbours
+// until a gap runs out, then the graph is renumbered. Either way order() grows along the
+// node list and the target index lists nodes in graph order.
+TEST(Rewriter, KeepsOrderAndTargetIndexAcrossManyInsertions) {
+  auto program = chain();
+  Graph& graph = program->graph();
+  Rewriter rewriter(*program);
+  ASSERT_EQ(graph.nodesWithTarget("torch.ops.aten.neg.default").size(), 0u);  // index built
+  auto insertNeg = [&](Node& before) -> Node& {
+    NewNode neg{.target = "torch.ops.aten.neg.default",
+                .inputs = {{"self", rewriter.tensorArg(graph.getValue("x")), "1"}},
+                .tensor_outputs = {{graph.freshName("neg"), graph.getValue("x").tensorMeta()}}};
+    return rewriter.insertBefore(before, std::move(neg));
+  };
+  Node& dropout = *graph.getValue("dropout").producer();
+  Node& relu = *graph.getValue("relu").producer();
+  // 40 in a row right before dropout, each after the previous one: more than the gap holds.
+  std::vector<const Node*> expected;
+  for (int i = 0; i < 40; ++i) {
+    expected.push_back(&insertNeg(dropout));
+    if (i == 10) {  // still within the gap: the index took each node in place
+      const std::vector<Node*>& so_far = graph.nodesWithTarget("torch.ops.aten.neg.default");
+      EXPECT_EQ(std::vector<const Node*>(so_far.begin(), so_far.end()), expected);
+    }
+  }
+  // And some before the first node, each new one becoming the first.
+  Node* first = &relu;
+  for (int i = 0; i < 25; ++i) {
+    first = &insertNeg(*first);
+    expected.insert(expected.begin(), first);
+  }
+  graph.renumber();
+  std::size_t previous = 0;
+  std::vector<const Node*> negs_in_order;
+  for (const auto& node : graph.nodes()) {
+    EXPECT_GT(node->order(), previous) << node->name();
+    previous = node->order();
+    if (node->target() == "torch.ops.aten.neg.default") negs_in_order.push_back(node.get());
+  }
+  EXPECT_EQ(negs_in_order, expected);
+  const std::vector<Node*>& indexed = graph.nodesWithTarget("torch.ops.aten.neg.default");
+  EXPECT_EQ(std::vector<const Node*>(indexed.begin(), indexed.end()), negs_in_order);
+  auto reparsed = Program::parse(program->toJson(), "again.json");
+  EXPECT_EQ(printGraph(reparsed->graph()), printGraph(graph));
+}
+
 TEST(Rewriter, ChangesOutputsAndSignatureTogether) {
   auto program = chain();
   Graph& graph = program->graph();
