@@ -104,6 +104,19 @@ struct ArchiveWriter::Impl {
     buffer.clear();
   }
 
+  // Sets the CRC-32 field of a local header already written (and flushed).
+  void patchCrc(const WrittenRecord& record) const {
+    std::string crc;
+    zip::appendLE<std::uint32_t>(crc, record.crc32);
+    const auto at = static_cast<off_t>(record.local_offset + zip::kLocalHeaderCrcOffset);
+    for (;;) {
+      const ssize_t written = ::pwrite(fd, crc.data(), crc.size(), at);
+      if (written == static_cast<ssize_t>(crc.size())) return;
+      if (written < 0 && errno == EINTR) continue;
+      fail("write failed", written < 0 ? errno : EIO);
+    }
+  }
+
   // Large payloads go straight from the caller's memory to the file instead of through
   // the buffer.
   void emit(std::string_view bytes) {
@@ -256,13 +269,24 @@ void ArchiveWriter::add(std::string_view name, std::span<const std::string_view>
   impl_->checkName(name);
   std::uint64_t size = 0;
   for (std::string_view chunk : chunks) size += chunk.size();
-  if (!crc32) {
-    crc32 = 0;
-    for (std::string_view chunk : chunks) crc32 = zip::crc32Update(*crc32, chunk);
+  WrittenRecord record{std::string(name), crc32.value_or(0), size, impl_->cursor};
+  if (crc32 || size < kBufferSize) {
+    if (!crc32) {
+      for (std::string_view chunk : chunks) record.crc32 = zip::crc32Update(record.crc32, chunk);
+    }
+    impl_->emit(impl_->localHeader(record));
+    for (std::string_view chunk : chunks) impl_->emit(chunk);
+  } else {
+    // A large record of many pieces (a serialized program): written from where the pieces
+    // lie, its CRC computed batch by batch as they go out, then set in the header.
+    impl_->emit(impl_->localHeader(record));
+    impl_->flush();
+    io::writeChunks(impl_->fd, chunks, impl_->path, [&](std::span<const std::string_view> batch) {
+      for (std::string_view chunk : batch) record.crc32 = zip::crc32Update(record.crc32, chunk);
+    });
+    impl_->cursor += size;
+    impl_->patchCrc(record);
   }
-  WrittenRecord record{std::string(name), *crc32, size, impl_->cursor};
-  impl_->emit(impl_->localHeader(record));
-  for (std::string_view chunk : chunks) impl_->emit(chunk);
   impl_->records.push_back(std::move(record));
 }
 

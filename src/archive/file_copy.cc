@@ -1,13 +1,17 @@
 // copyRange() and writeAll(); see file_copy.h.
 #include "archive/file_copy.h"
 
+#include <sys/uio.h>
 #include <unistd.h>
+
+#include <climits>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "exmode/error.h"
 
@@ -51,6 +55,60 @@ void writeAll(int fd, const char* data, std::size_t size, const std::filesystem:
     }
     data += written;
     size -= static_cast<std::size_t>(written);
+  }
+}
+
+void writeChunks(int fd, std::span<const std::string_view> chunks, const std::filesystem::path& path,
+                 const std::function<void(std::span<const std::string_view>)>& visit) {
+  // Batches of at most IOV_MAX chunks and about 4 MiB: large enough that the system calls
+  // cost little, small enough to still be in the cache when the kernel copies them.
+  constexpr std::size_t kBatchBytes = std::size_t{4} << 20;
+  std::vector<iovec> iov;
+  iov.reserve(IOV_MAX);
+  std::size_t next = 0;
+  while (next < chunks.size()) {
+    const std::size_t first = next;
+    std::size_t bytes = 0;
+    iov.clear();
+    while (next < chunks.size() && iov.size() < IOV_MAX && bytes < kBatchBytes) {
+      const std::string_view chunk = chunks[next++];
+      if (chunk.empty()) continue;
+      // A chunk beyond one call's limit is written on its own, in pieces.
+      if (chunk.size() > kMaxTransfer) {
+        if (!iov.empty()) {
+          --next;
+          break;
+        }
+        visit(chunks.subspan(first, next - first));
+        writeAll(fd, chunk.data(), chunk.size(), path);
+        bytes = 0;
+        break;
+      }
+      iov.push_back({const_cast<char*>(chunk.data()), chunk.size()});
+      bytes += chunk.size();
+    }
+    if (iov.empty()) continue;
+    visit(chunks.subspan(first, next - first));
+    iovec* at = iov.data();
+    std::size_t left = iov.size();
+    while (left > 0) {
+      const ssize_t written = ::writev(fd, at, static_cast<int>(left));
+      if (written < 0) {
+        if (errno == EINTR) continue;
+        fail(path, "write failed", errno);
+      }
+      // A short write: skip what went out, resume inside the chunk it stopped in.
+      auto done = static_cast<std::size_t>(written);
+      while (left > 0 && done >= at->iov_len) {
+        done -= at->iov_len;
+        ++at;
+        --left;
+      }
+      if (left > 0) {
+        at->iov_base = static_cast<char*>(at->iov_base) + done;
+        at->iov_len -= done;
+      }
+    }
   }
 }
 

@@ -23,6 +23,8 @@ inline constexpr std::uint32_t kZip64LocatorSignature = 0x07064b50;          // 
 
 // Fixed sizes of the records, without their variable-length tails.
 inline constexpr std::size_t kLocalHeaderSize = 30;
+// Where a local header holds the CRC-32 (after signature, versions, flags, method, time, date).
+inline constexpr std::size_t kLocalHeaderCrcOffset = 14;
 inline constexpr std::size_t kCentralHeaderSize = 46;
 inline constexpr std::size_t kEndOfCentralDirSize = 22;
 inline constexpr std::size_t kZip64EndOfCentralDirSize = 56;
