@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
     const auto t3 = Clock::now();
     std::size_t changes = 0;
     for (const auto& report : reports) changes += report.changes.size();
-    std::cout << "{\"open_ns\": " << nanoseconds(t0, t1) << ", \"switch_ns\": " << nanoseconds(t1, t2)
+    std::cout << "{\"open_ns\": " << nanoseconds(t0, t1)
+              << ", \"switch_ns\": " << nanoseconds(t1, t2)
               << ", \"save_ns\": " << nanoseconds(t2, t3) << ", \"changes\": " << changes << "}\n";
     // Like the CLI, leave the model to the kernel at exit rather than freeing it.
     model.release();

@@ -3,8 +3,8 @@
 //
 // Every offset and size read from the file is checked against the file size (or the start
 // of the central directory) before use, with arithmetic that cannot overflow; records may
-// not overlap; and nothing is allocated from a count the file size does not bound. Record data is not CRC-checked
-// here: that would read every weight, and torch's own reader does not either.
+// not overlap; and nothing is allocated from a count the file size does not bound. Record data is
+// not CRC-checked here: that would read every weight, and torch's own reader does not either.
 //
 // Directory entries (names ending in '/') are accepted when empty and skipped: torch does
 // not write them, but zip tools that repack an archive do, and they carry nothing.

@@ -4,10 +4,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <climits>
-
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -58,7 +57,8 @@ void writeAll(int fd, const char* data, std::size_t size, const std::filesystem:
   }
 }
 
-void writeChunks(int fd, std::span<const std::string_view> chunks, const std::filesystem::path& path,
+void writeChunks(int fd, std::span<const std::string_view> chunks,
+                 const std::filesystem::path& path,
                  const std::function<void(std::span<const std::string_view>)>& visit) {
   // Batches of at most IOV_MAX chunks and about 4 MiB: large enough that the system calls
   // cost little, small enough to still be in the cache when the kernel copies them.

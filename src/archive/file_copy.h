@@ -37,7 +37,8 @@ void writeAll(int fd, const char* data, std::size_t size, const std::filesystem:
 // serialized program is a million views into its source; gathering them into a buffer
 // first would copy every byte once more). `visit` sees each batch of chunks just before it
 // is written, while it is in the cache (the caller's CRC). Throws Error(kIo).
-void writeChunks(int fd, std::span<const std::string_view> chunks, const std::filesystem::path& path,
+void writeChunks(int fd, std::span<const std::string_view> chunks,
+                 const std::filesystem::path& path,
                  const std::function<void(std::span<const std::string_view>)>& visit);
 
 // Reads exactly `size` bytes at `offset` into `out`. Throws Error(kIo) on failure and when

@@ -76,6 +76,9 @@ void appendLE(std::string& out, T value) {
 // The CRC-32 zip stores for a record's bytes. CRCs chain: the CRC of a concatenation is
 // crc32Update(crc32Of(a), b).
 inline std::uint32_t crc32Update(std::uint32_t crc, std::string_view data) {
+  // libdeflate_crc32 answers a null buffer with 0 (its initial value), whatever `crc` is:
+  // an empty view with no data (a default string_view) must leave the CRC as it is.
+  if (data.empty()) return crc;
   return ::libdeflate_crc32(crc, data.data(), data.size());
 }
 inline std::uint32_t crc32Of(std::string_view data) { return crc32Update(0, data); }

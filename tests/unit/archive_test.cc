@@ -584,6 +584,8 @@ TEST(ZipFormat, Crc32Chains) {
     const std::string_view view(data);
     EXPECT_EQ(zip::crc32Update(zip::crc32Of(view.substr(0, split)), view.substr(split)), whole);
   }
+  // An empty piece with no data at all (a default view) changes nothing.
+  EXPECT_EQ(zip::crc32Update(whole, std::string_view()), whole);
 }
 
 class FileCopyTest : public ArchiveTest {
@@ -682,6 +684,30 @@ TEST_F(ArchiveTest, WritesChunkedRecordsAsTheirConcatenation) {
   EXPECT_EQ(reader.find("joined")->crc32, zip::crc32Of(joined));
   EXPECT_EQ(reader.data(*reader.find("none")), "");
   EXPECT_EQ(reader.find("joined")->data_offset % kDataAlignment, 0u);
+  EXPECT_TRUE(pythonZipfileAccepts(path("m.pt2")));
+}
+
+// A serialized program: a large record of very many small pieces, written with writev in
+// batches (more pieces than one call takes, more bytes than one batch), its CRC set after.
+TEST_F(ArchiveTest, WritesRecordsOfManyPiecesInBatches) {
+  const std::string text = noise(6 << 20, 9);
+  std::vector<std::string_view> chunks;
+  for (std::size_t at = 0, n = 0; at < text.size(); ++n) {
+    const std::size_t size = std::min<std::size_t>(text.size() - at, 1 + (n * 37) % 700);
+    chunks.push_back(std::string_view(text).substr(at, size));
+    if (n % 5 == 0) chunks.push_back({});
+    at += size;
+  }
+  ASSERT_GT(chunks.size(), 4u * 1024);
+  ArchiveWriter writer(path("m.pt2"));
+  writer.add("r/.data/version", "6\n");
+  writer.add("r/models/model.json", chunks);
+  writer.add("r/after", "the record after it");
+  writer.finish();
+  ArchiveReader reader(path("m.pt2"));
+  EXPECT_EQ(reader.data(*reader.find("models/model.json")), text);
+  EXPECT_EQ(reader.find("models/model.json")->crc32, zip::crc32Of(text));
+  EXPECT_EQ(reader.data(*reader.find("after")), "the record after it");
   EXPECT_TRUE(pythonZipfileAccepts(path("m.pt2")));
 }
 
