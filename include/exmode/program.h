@@ -89,7 +89,7 @@ class Value {
   std::string_view name() const { return name_; }
   Node* producer() const { return producer_; }  // null for graph inputs
   // Nodes reading this value, once per reference, in no particular order.
-  const std::vector<Node*>& users() const { return users_; }
+  std::span<Node* const> users() const { return {users_.data(), users_.size()}; }
   // Tensor metadata from `tensor_values` (raw TensorMeta), empty if it has none.
   RawJson tensorMeta() const { return tensor_meta_; }
   // A symbol listed in sym_*_values that no node defines.
@@ -104,7 +104,8 @@ class Value {
   friend class rewrite::Rewriter;
   std::string_view name_;
   Node* producer_ = nullptr;
-  std::vector<Node*> users_;
+  // Most values have one reader: kept inline, without an allocation.
+  absl::InlinedVector<Node*, 1> users_;
   RawJson tensor_meta_;
   RawJson tensor_entry_;     // the `"name": {...}` member of tensor_values it was read from
   std::uint32_t index_ = 0;  // position in the graph's value storage

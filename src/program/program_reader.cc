@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <array>
-#include <absl/container/flat_hash_set.h>
 
 #include "exmode/error.h"
 #include "exmode/program.h"
@@ -30,9 +29,9 @@ namespace {
 
 // Argument kinds of schema 8.x whose payload holds no value reference.
 constexpr std::array<std::string_view, 17> kPlainKinds = {
-    "as_none",    "as_int",       "as_ints",        "as_float",         "as_floats",
-    "as_string",  "as_strings",   "as_scalar_type", "as_memory_format", "as_layout",
-    "as_device",  "as_bool",      "as_bools",       "as_operator",      "as_complex",
+    "as_none",      "as_int",         "as_ints",        "as_float",         "as_floats",
+    "as_string",    "as_strings",     "as_scalar_type", "as_memory_format", "as_layout",
+    "as_device",    "as_bool",        "as_bools",       "as_operator",      "as_complex",
     "as_int_lists", "as_float_lists",
 };
 
@@ -59,8 +58,8 @@ class ProgramReader {
 
   void read() {
     if (json_.size() > limits_.max_json_bytes) {
-      fail("the program is " + std::to_string(json_.size()) + " bytes of JSON, more than the limit of " +
-           std::to_string(limits_.max_json_bytes));
+      fail("the program is " + std::to_string(json_.size()) +
+           " bytes of JSON, more than the limit of " + std::to_string(limits_.max_json_bytes));
     }
     try {
       readDocument();
@@ -81,7 +80,8 @@ class ProgramReader {
   // A failed access: a type mismatch says what was expected; anything else is malformed JSON.
   [[noreturn]] void failAccess(simdjson::error_code error, std::string_view what,
                                std::string_view expected) const {
-    if (error == simdjson::INCORRECT_TYPE) fail(std::string(what) + " is not " + std::string(expected));
+    if (error == simdjson::INCORRECT_TYPE)
+      fail(std::string(what) + " is not " + std::string(expected));
     fail(std::string("malformed JSON: ") + simdjson::error_message(error));
   }
 
@@ -112,9 +112,7 @@ class ProgramReader {
   }
 
   // Where the value `v` starts in the source (it is not consumed).
-  const char* start(od::value v) const {
-    return get(v.raw_json_token(), "a value").data();
-  }
+  const char* start(od::value v) const { return get(v.raw_json_token(), "a value").data(); }
   // The source text from `begin` to the end of the value just consumed.
   std::string_view spanFrom(const char* begin) {
     const char* end = nullptr;
@@ -252,8 +250,8 @@ class ProgramReader {
   // ------------------------------------------------------------------ the document
 
   void readDocument() {
-    if (auto error = parser_.iterate(json_.data(), json_.size(), json_.size() + kJsonPadding)
-                         .get(doc_)) {
+    if (auto error =
+            parser_.iterate(json_.data(), json_.size(), json_.size() + kJsonPadding).get(doc_)) {
       fail(std::string("malformed JSON: ") + simdjson::error_message(error));
     }
     od::json_type type;
@@ -438,9 +436,8 @@ class ProgramReader {
         value = define(name, nullptr, false);  // a repeated key
       }
       value->tensor_meta_ = meta;
-      value->tensor_entry_ =
-          std::string_view(entry_begin, static_cast<std::size_t>(meta.data() + meta.size() -
-                                                                 entry_begin));
+      value->tensor_entry_ = std::string_view(
+          entry_begin, static_cast<std::size_t>(meta.data() + meta.size() - entry_begin));
       graph.tensor_value_order_.push_back(value);
     }
   }
@@ -449,10 +446,10 @@ class ProgramReader {
 
   // The position of an argument, for messages.
   struct Where {
-    const Node* node = nullptr;       // null for graph inputs/outputs and the signature
-    std::size_t node_index = 0;       // used while the node's name is not known yet
-    std::string_view what;            // "graph output", "input", "output", "input spec", ...
-    std::string_view input_name = {}; // for node inputs
+    const Node* node = nullptr;        // null for graph inputs/outputs and the signature
+    std::size_t node_index = 0;        // used while the node's name is not known yet
+    std::string_view what;             // "graph output", "input", "output", "input spec", ...
+    std::string_view input_name = {};  // for node inputs
   };
 
   std::string text(std::string_view what) const { return std::string(what); }
@@ -532,7 +529,8 @@ class ProgramReader {
       } else if (k == "inputs") {
         once(seen_inputs, node_where, k);
         od::array inputs = array(field, Where{&n, index, "inputs"});
-        elements(inputs, "node inputs", [&](od::value in) { n.inputs_.push_back(readInput(in, n, index)); });
+        elements(inputs, "node inputs",
+                 [&](od::value in) { n.inputs_.push_back(readInput(in, n, index)); });
       } else if (k == "outputs") {
         once(seen_outputs, node_where, k);
         readArgumentList(array(field, Where{&n, index, "outputs"}), n.outputs_,
@@ -555,9 +553,7 @@ class ProgramReader {
   }
 
   // Targets repeat across nodes: one view per distinct target keeps by-target maps small.
-  std::string_view internTarget(std::string_view target) {
-    return *targets_.insert(target).first;
-  }
+  std::string_view internTarget(std::string_view target) { return *targets_.insert(target).first; }
 
   void readMetadata(Node& n, od::value v, std::size_t index) {
     const char* begin = start(v);
@@ -574,21 +570,22 @@ class ProgramReader {
     bool seen_name = false;
     bool seen_arg = false;
     bool seen_kind = false;
-    fields(object(v, Where{&n, index, "input"}), "node input",
-           [&](std::string_view k, od::value field) {
-             if (k == "name") {
-               once(seen_name, Where{&n, index, "input"}, k);
-               named.name = string(field, "input name");
-             } else if (k == "arg") {
-               once(seen_arg, Where{&n, index, "input", named.name}, k);
-               named.arg = readArgument(field, Where{&n, index, "input", named.name}, Role::kUse, 0);
-             } else if (k == "kind") {
-               once(seen_kind, Where{&n, index, "input", named.name}, k);
-               named.kind = raw(field);
-             } else {
-               named.extra.emplace_back(k, raw(field));
-             }
-           });
+    fields(
+        object(v, Where{&n, index, "input"}), "node input",
+        [&](std::string_view k, od::value field) {
+          if (k == "name") {
+            once(seen_name, Where{&n, index, "input"}, k);
+            named.name = string(field, "input name");
+          } else if (k == "arg") {
+            once(seen_arg, Where{&n, index, "input", named.name}, k);
+            named.arg = readArgument(field, Where{&n, index, "input", named.name}, Role::kUse, 0);
+          } else if (k == "kind") {
+            once(seen_kind, Where{&n, index, "input", named.name}, k);
+            named.kind = raw(field);
+          } else {
+            named.extra.emplace_back(k, raw(field));
+          }
+        });
     if (!seen_name) fail(describe({&n, index, "input"}) + " has no field 'name'");
     if (!seen_arg) fail(describe({&n, index, "input", named.name}) + " has no field 'arg'");
     named.source = spanFrom(begin);
@@ -596,7 +593,8 @@ class ProgramReader {
   }
 
   void readArgumentList(od::array a, std::vector<Argument>& out, Where where, Role role) {
-    elements(a, "argument list", [&](od::value v) { out.push_back(readArgument(v, where, role, 0)); });
+    elements(a, "argument list",
+             [&](od::value v) { out.push_back(readArgument(v, where, role, 0)); });
   }
   void readArgumentList(od::array a, std::vector<Argument>& out, std::string_view what, Role role) {
     readArgumentList(a, out, Where{nullptr, 0, what}, role);
@@ -637,9 +635,7 @@ class ProgramReader {
     }
     const char* begin = start(payload);
     Slots slots{begin, arg.payload.refs};
-    auto list = [&](od::value v, auto each) {
-      elements(array(v, where), "a list argument", each);
-    };
+    auto list = [&](od::value v, auto each) { elements(array(v, where), "a list argument", each); };
     if (kind == "as_tensor") {
       tensorArgument(payload, slots, where, role);
     } else if (kind == "as_tensors") {
@@ -667,8 +663,10 @@ class ProgramReader {
         }
       });
     } else if (kind == "as_graph") {
-      if (where.node != nullptr) collectNestedNodes(payload, *where.node, depth);
-      else raw(payload);
+      if (where.node != nullptr)
+        collectNestedNodes(payload, *where.node, depth);
+      else
+        raw(payload);
     } else {
       fail(describe(where) + ": unknown argument kind '" + std::string(kind) + "'");
     }
@@ -732,7 +730,8 @@ class ProgramReader {
         elements(array(nodes, "nested nodes"), "nested nodes", [&](od::value nested) {
           objectFields(nested, [&](std::string_view nk, od::value field) {
             if (nk == "target" && get(field.type(), "target") == od::json_type::string) {
-              program_.graph_.nested_nodes_.push_back({&owner, internTarget(string(field, "target"))});
+              program_.graph_.nested_nodes_.push_back(
+                  {&owner, internTarget(string(field, "target"))});
             } else if (nk == "inputs" && get(field.type(), "inputs") == od::json_type::array) {
               elements(array(field, "nested inputs"), "nested inputs", [&](od::value input) {
                 objectFields(input, [&](std::string_view ik, od::value arg) {
@@ -754,10 +753,10 @@ class ProgramReader {
   Value* resolve(std::string_view name, const Where& where, Role role) {
     Graph& graph = program_.graph_;
     if (role == Role::kDefine) {
-      if (graph.tryGetValue(name) != nullptr) {
-        fail(describe(where) + ": value '" + std::string(name) + "' is defined twice");
-      }
-      return define(name, const_cast<Node*>(where.node), true);
+      // One hash of the name both checks and indexes it.
+      auto [slot, fresh] = graph.values_.try_emplace(name, nullptr);
+      if (!fresh) fail(describe(where) + ": value '" + std::string(name) + "' is defined twice");
+      return slot->second = define(name, const_cast<Node*>(where.node), false);
     }
     // Hashing the name is the costly part of reading a large graph; two cheap guesses go
     // first: the value a signature entry is expected to name, and the latest definition
@@ -820,8 +819,10 @@ class ProgramReader {
         continue;
       }
       for (Argument& a : graph.outputs_) settle(a.payload, Where{nullptr, 0, "graph output"});
-      for (SignatureSpec& s : graph.input_specs_) settle(s.payload, Where{nullptr, 0, "input spec"});
-      for (SignatureSpec& s : graph.output_specs_) settle(s.payload, Where{nullptr, 0, "output spec"});
+      for (SignatureSpec& s : graph.input_specs_)
+        settle(s.payload, Where{nullptr, 0, "input spec"});
+      for (SignatureSpec& s : graph.output_specs_)
+        settle(s.payload, Where{nullptr, 0, "output spec"});
     }
     pending_.clear();
   }
@@ -888,7 +889,8 @@ class ProgramReader {
           if (kind == "user_input" || kind == "user_output") {
             Argument arg = readArgument(f, where, Role::kUse, 0);
             const auto shift = static_cast<std::uint32_t>(arg.payload.text.data() - body_begin);
-            for (const Ref& r : arg.payload.refs) slots.refs.push_back({r.value, r.offset + shift, r.length});
+            for (const Ref& r : arg.payload.refs)
+              slots.refs.push_back({r.value, r.offset + shift, r.length});
           } else if (get(f.type(), what) != od::json_type::object) {
             raw(f);
           } else if (kind == "custom_obj") {
@@ -934,8 +936,7 @@ class ProgramReader {
   bool reading_nodes_ = false;
 };
 
-std::unique_ptr<Program> Program::read(std::unique_ptr<Program> program,
-                                       const ReadLimits& limits) {
+std::unique_ptr<Program> Program::read(std::unique_ptr<Program> program, const ReadLimits& limits) {
   ProgramReader(*program, program->source_, limits).read();
   program->verify();
   return program;

@@ -119,7 +119,7 @@ void Rewriter::setMetadataField(Node& node, std::string_view key,
 }
 
 void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
-  std::vector<Node*> users = from.users_;
+  std::vector<Node*> users(from.users_.begin(), from.users_.end());
   std::sort(users.begin(), users.end());
   users.erase(std::unique(users.begin(), users.end()), users.end());
   for (Node* user : users) {
