@@ -201,15 +201,15 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
                    {"is_hop_single_tensor_return", "null"},
                    {"name", {}}};
   for (auto& [name, meta] : spec.tensor_outputs) {
-    if (graph_.tryGetValue(name) != nullptr) {
-      throw std::logic_error("value name '" + name + "' is already taken");
-    }
+    const std::string_view kept_name = program_.keep(name);
+    auto [slot, fresh] = graph_.values_.try_emplace(kept_name, nullptr);
+    if (!fresh) throw std::logic_error("value name '" + name + "' is already taken");
     Value& value = graph_.value_storage_.emplace_back();
-    value.name_ = program_.keep(name);
+    slot->second = &value;
+    value.name_ = kept_name;
     value.index_ = static_cast<std::uint32_t>(graph_.value_storage_.size() - 1);
     value.producer_ = &node;
     value.tensor_meta_ = meta;
-    graph_.values_.emplace(value.name_, &value);
     graph_.tensor_value_order_.push_back(&value);
     node.outputs_.push_back(tensorArg(value));
   }
