@@ -117,14 +117,14 @@ class ArchiveWriter {
   ArchiveWriter(const ArchiveWriter&) = delete;
   ArchiveWriter& operator=(const ArchiveWriter&) = delete;
 
-  // Adds a record with the given full name. `crc32` may be passed when known (copied
-  // records) to avoid recomputing it.
-  void add(std::string_view name, std::string_view data,
-           std::optional<std::uint32_t> crc32 = std::nullopt);
-  // Adds a record whose bytes are the concatenation of `chunks`, without joining them;
-  // the CRC-32 is computed over the chunks unless given.
-  void add(std::string_view name, std::span<const std::string_view> chunks,
-           std::optional<std::uint32_t> crc32 = std::nullopt);
+  // Adds a record with the given full name and returns its CRC-32. `crc32` may be passed
+  // when known (copied records) to avoid recomputing it.
+  std::uint32_t add(std::string_view name, std::string_view data,
+                    std::optional<std::uint32_t> crc32 = std::nullopt);
+  // Adds a record whose bytes are the concatenation of `chunks`, without joining them,
+  // and returns its CRC-32, computed over the chunks as they are written unless given.
+  std::uint32_t add(std::string_view name, std::span<const std::string_view> chunks,
+                    std::optional<std::uint32_t> crc32 = std::nullopt);
   // Adds `record` of `reader` under its name and with its CRC-32 (not re-checked). The
   // bytes go from the reader's file to this one through the kernel (copy_file_range, or
   // pread/write in 1 MiB blocks where that is unsupported), never through the reader's

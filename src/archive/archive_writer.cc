@@ -258,13 +258,13 @@ ArchiveWriter::~ArchiveWriter() {
   if (impl_->fd >= 0) ::close(impl_->fd);
 }
 
-void ArchiveWriter::add(std::string_view name, std::string_view data,
-                        std::optional<std::uint32_t> crc32) {
-  add(name, std::span<const std::string_view>(&data, 1), crc32);
+std::uint32_t ArchiveWriter::add(std::string_view name, std::string_view data,
+                                 std::optional<std::uint32_t> crc32) {
+  return add(name, std::span<const std::string_view>(&data, 1), crc32);
 }
 
-void ArchiveWriter::add(std::string_view name, std::span<const std::string_view> chunks,
-                        std::optional<std::uint32_t> crc32) {
+std::uint32_t ArchiveWriter::add(std::string_view name, std::span<const std::string_view> chunks,
+                                 std::optional<std::uint32_t> crc32) {
   impl_->checkOpen("add");
   impl_->checkName(name);
   std::uint64_t size = 0;
@@ -287,7 +287,9 @@ void ArchiveWriter::add(std::string_view name, std::span<const std::string_view>
     impl_->cursor += size;
     impl_->patchCrc(record);
   }
+  const std::uint32_t written_crc = record.crc32;
   impl_->records.push_back(std::move(record));
+  return written_crc;
 }
 
 void ArchiveWriter::copy(const ArchiveReader& reader, const Record& record) {

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <span>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <unordered_map>
@@ -37,13 +38,18 @@ struct OutputRecord {
   const Record* input;
   bool changed = false;
   std::span<const std::string_view> chunks;  // the new bytes, when changed
-  std::uint32_t crc32;
+  // Known from the input for kept records; for new bytes, computed as they are written.
+  std::optional<std::uint32_t> crc32;
 };
 
 // The records to write, in input order, and the storage for a recomputed id. Records point
 // into the plan, so it stays where it is built.
 struct Plan {
   std::vector<OutputRecord> records;
+  // The id record, when it must be recomputed from the output's CRCs: that is done when
+  // its turn to be written comes (torch writes it last), so that the CRCs of new records
+  // come from writing them rather than from a pass of their own over their bytes.
+  OutputRecord* id_record = nullptr;
   std::string serialization_id;
   std::string_view serialization_id_chunk;
 
@@ -74,42 +80,52 @@ std::unordered_map<std::string_view, const Replacement*> indexReplacements(
 }
 
 // The serialization id over `records` as torch computes it: all records but the id itself,
-// names and CRC-32s in write order.
-std::string idOf(const std::vector<OutputRecord>& records, std::string_view root) {
+// names and CRC-32s in write order. A new record whose CRC is not known yet (one written
+// after the id, which torch never does) is checksummed here.
+std::string idOf(std::vector<OutputRecord>& records, std::string_view root) {
   std::vector<std::string> names;
   std::vector<std::uint32_t> crcs;
-  for (const OutputRecord& record : records) {
+  for (OutputRecord& record : records) {
     const std::string_view relative = std::string_view(record.input->name).substr(root.size() + 1);
     if (relative == kSerializationIdPath) continue;
+    if (!record.crc32) {
+      std::uint32_t crc = 0;
+      for (std::string_view chunk : record.chunks) crc = zip::crc32Update(crc, chunk);
+      record.crc32 = crc;
+    }
     names.emplace_back(relative);
-    crcs.push_back(record.crc32);
+    crcs.push_back(*record.crc32);
   }
   return serializationId(names, crcs);
 }
 
-// Recomputes the id record only when the input's id was consistent with its records: an id
-// written by another tool, or already stale, is not ours to reinterpret, so it is copied.
-void updateSerializationId(const ArchiveReader& reader,
-                           const std::unordered_map<std::string_view, const Replacement*>& index,
-                           Plan& plan) {
+// Marks the id record for recomputation only when the input's id was consistent with its
+// records: an id written by another tool, or already stale, is not ours to reinterpret,
+// so it is copied.
+void planSerializationId(const ArchiveReader& reader,
+                         const std::unordered_map<std::string_view, const Replacement*>& index,
+                         Plan& plan) {
   const Record* id = reader.find(kSerializationIdPath);
   if (!id || index.count(kSerializationIdPath)) return;
   std::vector<OutputRecord> input;
   for (const Record& record : reader.records()) {
     input.push_back(OutputRecord{.input = &record, .crc32 = record.crc32});
   }
-  const std::string_view stored = reader.data(*id);
-  if (stored != idOf(input, reader.root())) return;
-  plan.serialization_id = idOf(plan.records, reader.root());
-  if (plan.serialization_id == stored) return;
-  plan.serialization_id_chunk = plan.serialization_id;
+  if (reader.data(*id) != idOf(input, reader.root())) return;
   for (OutputRecord& record : plan.records) {
-    if (record.input == id) {
-      record.changed = true;
-      record.chunks = std::span<const std::string_view>(&plan.serialization_id_chunk, 1);
-      record.crc32 = zip::crc32Of(plan.serialization_id);
-    }
+    if (record.input == id) plan.id_record = &record;
   }
+}
+
+// The id record's bytes once every CRC it covers is known: new bytes when they differ.
+void settleSerializationId(const ArchiveReader& reader, Plan& plan) {
+  OutputRecord& record = *plan.id_record;
+  plan.serialization_id = idOf(plan.records, reader.root());
+  if (plan.serialization_id == reader.data(*record.input)) return;
+  plan.serialization_id_chunk = plan.serialization_id;
+  record.changed = true;
+  record.chunks = std::span<const std::string_view>(&plan.serialization_id_chunk, 1);
+  record.crc32 = zip::crc32Of(plan.serialization_id);
 }
 
 void planRecords(const ArchiveReader& reader, const std::vector<Replacement>& replacements,
@@ -121,14 +137,11 @@ void planRecords(const ArchiveReader& reader, const std::vector<Replacement>& re
     if (replaced == index.end()) {
       plan.records.push_back(OutputRecord{.input = &record, .crc32 = record.crc32});
     } else {
-      const std::vector<std::string_view>& chunks = replaced->second->chunks;
-      std::uint32_t crc = 0;
-      for (std::string_view chunk : chunks) crc = zip::crc32Update(crc, chunk);
       plan.records.push_back(
-          OutputRecord{.input = &record, .changed = true, .chunks = chunks, .crc32 = crc});
+          OutputRecord{.input = &record, .changed = true, .chunks = replaced->second->chunks});
     }
   }
-  updateSerializationId(reader, index, plan);
+  planSerializationId(reader, index, plan);
 }
 
 // Where the output really goes: a symlink is followed so the file it points to is replaced.
@@ -161,18 +174,20 @@ void syncDirectory(const fs::path& directory) {
 // Copies the records before the first changed one as they are (when the input's layout
 // allows it, which torch's always does), then writes the rest one by one. With nothing
 // changed, all but the last record are copied as they are.
-void writeRecords(const ArchiveReader& reader, const Plan& plan, const fs::path& temp, int fd,
+void writeRecords(const ArchiveReader& reader, Plan& plan, const fs::path& temp, int fd,
                   const WriteOptions& options) {
   ArchiveWriter writer(temp, fd);
   std::size_t first_changed = 0;
-  while (first_changed + 1 < plan.records.size() && !plan.records[first_changed].changed) {
+  while (first_changed + 1 < plan.records.size() && !plan.records[first_changed].changed &&
+         &plan.records[first_changed] != plan.id_record) {
     ++first_changed;
   }
   const std::size_t start = writer.copyLeadingRecords(reader, first_changed) ? first_changed : 0;
   for (std::size_t i = start; i < plan.records.size(); ++i) {
-    const OutputRecord& record = plan.records[i];
+    OutputRecord& record = plan.records[i];
+    if (&record == plan.id_record) settleSerializationId(reader, plan);
     if (record.changed) {
-      writer.add(record.input->name, record.chunks, record.crc32);
+      record.crc32 = writer.add(record.input->name, record.chunks, record.crc32);
     } else {
       writer.copy(reader, *record.input);
     }
