@@ -111,6 +111,7 @@ class Value {
   std::uint32_t index_ = 0;  // position in the graph's value storage
   bool erased_ = false;
   bool declared_symbol_ = false;  // listed in sym_*_values, defined by no node
+  bool indexed_ = false;          // the one Graph::tryGetValue() finds by this name
 };
 
 class Node {

@@ -13,8 +13,8 @@
 
 #include <cerrno>
 #include <cstring>
-#include <span>
 #include <optional>
+#include <span>
 #include <string>
 #include <system_error>
 #include <unordered_map>

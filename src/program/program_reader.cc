@@ -756,19 +756,24 @@ class ProgramReader {
       // One hash of the name both checks and indexes it.
       auto [slot, fresh] = graph.values_.try_emplace(name, nullptr);
       if (!fresh) fail(describe(where) + ": value '" + std::string(name) + "' is defined twice");
-      return slot->second = define(name, const_cast<Node*>(where.node), false);
+      Value* value = define(name, const_cast<Node*>(where.node), false);
+      value->indexed_ = true;
+      return slot->second = value;
     }
-    // Hashing the name is the costly part of reading a large graph; two cheap guesses go
-    // first: the value a signature entry is expected to name, and the latest definition
-    // (most nodes read their predecessor's output).
+    // Hashing the name is the costly part of reading a large graph (a lookup in a table of
+    // millions of names misses the cache); cheap guesses go first: the value a signature
+    // entry is expected to name; in nodes, the latest few definitions (most nodes read
+    // recent outputs) and the placeholder after the one read last (parameters and buffers
+    // are read in the order they are declared).
     Value* value = nullptr;
     if (hint_ != nullptr && hint_->name_ == name) {
       value = hint_;
-    } else if (reading_nodes_ && !graph.value_storage_.empty() &&
-               graph.value_storage_.back().name_ == name) {
-      value = &graph.value_storage_.back();
-    } else {
+    } else if (reading_nodes_) {
+      value = recentOrNextPlaceholder(name);
+    }
+    if (value == nullptr) {
       value = graph.tryGetValue(name);
+      if (value != nullptr && value->producer_ == nullptr) next_placeholder_ = value->index_ + 1;
     }
     if (value == nullptr) {
       // Defined further on (graph outputs precede the nodes), a declared symbol, or an
@@ -780,13 +785,33 @@ class ProgramReader {
     return value;
   }
 
+  Value* recentOrNextPlaceholder(std::string_view name) {
+    auto& values = program_.graph_.value_storage_;
+    constexpr std::size_t kRecent = 8;
+    const std::size_t count = values.size();
+    for (std::size_t back = 1; back <= kRecent && back <= count; ++back) {
+      Value& candidate = values[count - back];
+      // Node outputs only (each indexed); graph inputs are for the placeholder guess.
+      if (candidate.producer_ == nullptr) break;
+      if (candidate.name_ == name) return &candidate;
+    }
+    if (next_placeholder_ < count) {
+      Value& candidate = values[next_placeholder_];
+      if (candidate.producer_ == nullptr && candidate.indexed_ && candidate.name_ == name) {
+        ++next_placeholder_;
+        return &candidate;
+      }
+    }
+    return nullptr;
+  }
+
   Value* define(std::string_view name, Node* producer, bool index) {
     Graph& graph = program_.graph_;
     Value& value = graph.value_storage_.emplace_back();
     value.name_ = name;
     value.producer_ = producer;
     value.index_ = static_cast<std::uint32_t>(graph.value_storage_.size() - 1);
-    if (index) graph.values_.emplace(name, &value);
+    if (index) value.indexed_ = graph.values_.emplace(name, &value).second;
     return &value;
   }
 
@@ -934,6 +959,7 @@ class ProgramReader {
   std::size_t next_defined_ = 0;  // tensor_values: the value the next entry likely names
   Value* hint_ = nullptr;         // the value the reference being read likely names
   bool reading_nodes_ = false;
+  std::size_t next_placeholder_ = 0;  // storage index of the placeholder likely read next
 };
 
 std::unique_ptr<Program> Program::read(std::unique_ptr<Program> program, const ReadLimits& limits) {

@@ -178,6 +178,7 @@ void Rewriter::eraseNode(Node& node) {
   for (const Argument& out : node.outputs_) {
     for (const Ref& ref : out.payload.refs) {
       ref.value->erased_ = true;
+      ref.value->indexed_ = false;
       graph_.values_.erase(ref.value->name());
     }
   }
@@ -206,6 +207,7 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
     if (!fresh) throw std::logic_error("value name '" + name + "' is already taken");
     Value& value = graph_.value_storage_.emplace_back();
     slot->second = &value;
+    value.indexed_ = true;
     value.name_ = kept_name;
     value.index_ = static_cast<std::uint32_t>(graph_.value_storage_.size() - 1);
     value.producer_ = &node;
