@@ -81,7 +81,6 @@ void writeChunks(int fd, std::span<const std::string_view> chunks,
         }
         visit(chunks.subspan(first, next - first));
         writeAll(fd, chunk.data(), chunk.size(), path);
-        bytes = 0;
         break;
       }
       iov.push_back({const_cast<char*>(chunk.data()), chunk.size()});
