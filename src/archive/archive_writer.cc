@@ -271,9 +271,7 @@ std::uint32_t ArchiveWriter::add(std::string_view name, std::span<const std::str
   for (std::string_view chunk : chunks) size += chunk.size();
   WrittenRecord record{std::string(name), crc32.value_or(0), size, impl_->cursor};
   if (crc32 || size < kBufferSize) {
-    if (!crc32) {
-      for (std::string_view chunk : chunks) record.crc32 = zip::crc32Update(record.crc32, chunk);
-    }
+    if (!crc32) record.crc32 = zip::crc32Update(0, chunks);
     impl_->emit(impl_->localHeader(record));
     for (std::string_view chunk : chunks) impl_->emit(chunk);
   } else {
@@ -282,7 +280,7 @@ std::uint32_t ArchiveWriter::add(std::string_view name, std::span<const std::str
     impl_->emit(impl_->localHeader(record));
     impl_->flush();
     io::writeChunks(impl_->fd, chunks, impl_->path, [&](std::span<const std::string_view> batch) {
-      for (std::string_view chunk : batch) record.crc32 = zip::crc32Update(record.crc32, chunk);
+      record.crc32 = zip::crc32Update(record.crc32, batch);
     });
     impl_->cursor += size;
     impl_->patchCrc(record);

@@ -88,11 +88,7 @@ std::string idOf(std::vector<OutputRecord>& records, std::string_view root) {
   for (OutputRecord& record : records) {
     const std::string_view relative = std::string_view(record.input->name).substr(root.size() + 1);
     if (relative == kSerializationIdPath) continue;
-    if (!record.crc32) {
-      std::uint32_t crc = 0;
-      for (std::string_view chunk : record.chunks) crc = zip::crc32Update(crc, chunk);
-      record.crc32 = crc;
-    }
+    if (!record.crc32) record.crc32 = zip::crc32Update(0, record.chunks);
     names.emplace_back(relative);
     crcs.push_back(*record.crc32);
   }

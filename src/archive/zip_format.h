@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -82,6 +83,11 @@ inline std::uint32_t crc32Update(std::uint32_t crc, std::string_view data) {
   return ::libdeflate_crc32(crc, data.data(), data.size());
 }
 inline std::uint32_t crc32Of(std::string_view data) { return crc32Update(0, data); }
+// The same over bytes given in pieces (a record written without joining them).
+inline std::uint32_t crc32Update(std::uint32_t crc, std::span<const std::string_view> chunks) {
+  for (std::string_view chunk : chunks) crc = crc32Update(crc, chunk);
+  return crc;
+}
 
 // Reads fields in sequence from a bounds-checked window of bytes. Reading past the end of
 // the window sets a sticky failure flag and yields zeros, so a parser can read a whole
