@@ -753,12 +753,12 @@ class ProgramReader {
   Value* resolve(std::string_view name, const Where& where, Role role) {
     Graph& graph = program_.graph_;
     if (role == Role::kDefine) {
-      // One hash of the name both checks and indexes it.
-      auto [slot, fresh] = graph.values_.try_emplace(name, nullptr);
-      if (!fresh) fail(describe(where) + ": value '" + std::string(name) + "' is defined twice");
-      Value* value = define(name, const_cast<Node*>(where.node), false);
-      value->indexed_ = true;
-      return slot->second = value;
+      // Indexing the name also says whether it was taken: one hash.
+      Value* value = define(name, const_cast<Node*>(where.node), true);
+      if (!value->indexed_) {
+        fail(describe(where) + ": value '" + std::string(name) + "' is defined twice");
+      }
+      return value;
     }
     // Hashing the name is the costly part of reading a large graph (a lookup in a table of
     // millions of names misses the cache); cheap guesses go first: the value a signature
@@ -811,7 +811,7 @@ class ProgramReader {
     value.name_ = name;
     value.producer_ = producer;
     value.index_ = static_cast<std::uint32_t>(graph.value_storage_.size() - 1);
-    if (index) value.indexed_ = graph.values_.emplace(name, &value).second;
+    if (index) value.indexed_ = graph.values_.try_emplace(name, &value).second;
     return &value;
   }
 
