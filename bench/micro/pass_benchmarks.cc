@@ -1,6 +1,7 @@
 // Each mode pass of exmode::modePasses(): collectSites on a parsed graph, and apply towards
 // each mode on a fresh program every iteration (parsed, and for the switch to train first
-// moved to eval, with the timer paused). Also switchMode as a whole, the same way.
+// moved to eval, and its sites collected, with the timer paused). Also switchMode as a
+// whole, the same way.
 //
 // Fresh programs make each iteration a real switch, but parsing dominates the wall time of
 // these benchmarks, so their iteration count is fixed from the program size instead of
@@ -64,14 +65,17 @@ void registerPassBenchmarks(const Input& input) {
           ("apply/" + pass_name + "/" + std::string(modeName(target)) + "/" + input.name).c_str(),
           [in, pass, target](benchmark::State& state) {
             std::unique_ptr<Program> program;
+            std::vector<Site> sites;
             std::size_t changes = 0;
             for (auto _ : state) {
               state.PauseTiming();
               program = freshProgram(*in, target);
+              sites.clear();
+              pass->collectSites(program->graph(), sites, SiteDetail::kState);
               state.ResumeTiming();
               rewrite::Rewriter rewriter(*program);
               SwitchReport report;
-              pass->apply(rewriter, target, report);
+              pass->apply(rewriter, target, sites, report);
               changes = report.changes.size();
               benchmark::DoNotOptimize(report.changes.data());
             }

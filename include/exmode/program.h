@@ -221,8 +221,9 @@ class Graph {
   // The spacing of Node::order() after a renumbering: room for 20 insertions in a row at
   // one place, and for 50 million nodes times the gap in 64 bits.
   static constexpr std::size_t kOrderGap = std::size_t{1} << 20;
-  // Frees the nodes erased since the last call; pointers to them become invalid. Called at
-  // the end of each switch, so toggling a program does not grow its memory.
+  // Frees the nodes erased since the last call and recycles the storage of their output
+  // values; pointers to either become invalid. Called at the end of each switch, so
+  // toggling a program does not grow its memory.
   void releaseErased();
   // A fresh value name `base`, `base_1`, `base_2`, ... not used in the graph.
   std::string freshName(std::string_view base) const;
@@ -232,6 +233,8 @@ class Graph {
   friend class ProgramWriter;
   friend class rewrite::Rewriter;
   void indexInputSpecs() const;
+  // Storage for a value a rewrite defines: a recycled slot, or a new one.
+  Value& newValue();
   NodeList nodes_;
   std::vector<Argument> inputs_;
   std::vector<Argument> outputs_;
@@ -254,6 +257,10 @@ class Graph {
   // lazily (erased_nodes_ ones are skipped) instead of being rebuilt.
   std::vector<std::unique_ptr<Node>> erased_nodes_;
   mutable bool by_target_has_erased_ = false;
+  // Values erased since the last releaseErased(), and slots of value_storage_ free for
+  // reuse (a value keeps its index, so dense side tables stay as small as the graph).
+  std::vector<Value*> erased_values_;
+  std::vector<Value*> free_values_;
   // Input specs by placeholder and buffer placeholders by state-dict name.
   mutable absl::flat_hash_map<const Value*, std::size_t> input_spec_index_;
   mutable absl::flat_hash_map<std::string_view, Value*> buffer_index_;

@@ -15,9 +15,10 @@
 namespace exmode::rewrite {
 
 // A node to create: outputs are single tensors named `output_names[i]` with the given
-// tensor metadata (raw TensorMeta).
+// tensor metadata (raw TensorMeta). The target and the input names are views: like the
+// metadata text they must live as long as the program (literals, or Rewriter::keep()).
 struct NewNode {
-  std::string target;
+  std::string_view target;
   std::vector<NamedArgument> inputs;
   std::vector<std::pair<std::string, RawJson>> tensor_outputs;
   // Metadata members (key, JSON text of the value), e.g. copied from another node with
@@ -30,6 +31,9 @@ class Rewriter {
   explicit Rewriter(Program& program) : program_(program), graph_(program.graph()) {}
 
   Graph& graph() { return graph_; }
+  // A node of this graph seen through a const view (a Site), to change. Sites are collected
+  // from the const graph before a switch; the rewriter is what may change them.
+  Node& mutableNode(const Node& node) { return const_cast<Node&>(node); }
   // Keeps `text` alive as long as the program (for metadata of new nodes).
   RawJson keep(std::string_view text) { return program_.keep(text); }
 

@@ -83,11 +83,11 @@ class AttentionDropoutPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
-    std::vector<Site> sites;
-    collectSites(rewriter.graph(), sites, SiteDetail::kFull);
+  // Sites carry p at every detail level (see collectSites).
+  void apply(Rewriter& rewriter, Mode target, std::span<const Site> sites,
+             SwitchReport& report) const override {
     for (const Site& site : sites) {
-      Node& node = const_cast<Node&>(*site.node);
+      Node& node = rewriter.mutableNode(*site.node);
       if (target == Mode::kEval && site.state == Site::State::kTrain) {
         toEval(rewriter, node, *site.p);
         report.changes.push_back(makeChange(

@@ -16,8 +16,6 @@
 // or the one beside running_mean's buffer ("<m>.running_mean" gives
 // "<m>.num_batches_tracked"); the increment is the add_(counter, 1) on that counter's chain
 // between the previous site on the same counter and this one.
-#include <absl/container/flat_hash_map.h>
-
 #include <algorithm>
 #include <optional>
 
@@ -58,9 +56,9 @@ bool isTracked(const Match& site) {
 // differ when modules share buffers: torch reads shared running statistics through one
 // placeholder while each module counts on its own, and reads a module registered under
 // two names through the placeholders of the name it was called by last.
-absl::InlinedVector<Value*, 2> counterCandidates(const Graph& graph, const Match& site) {
+absl::InlinedVector<Value*, 2> counterCandidates(const Graph& graph, const Node& site,
+                                                 const Value& running_mean) {
   absl::InlinedVector<Value*, 2> candidates;
-  if (!isTracked(site)) return candidates;
   auto add = [&](Value* counter) {
     if (counter != nullptr &&
         std::find(candidates.begin(), candidates.end(), counter) == candidates.end()) {
@@ -69,10 +67,11 @@ absl::InlinedVector<Value*, 2> counterCandidates(const Graph& graph, const Match
   };
   // Buffer names are built in one reused string: this runs once per site.
   thread_local std::string name;
-  std::string_view module = site.root->modulePathView();
+  thread_local std::string unescaped_module;
+  std::string_view module = site.modulePathView();
   if (module.data() == nullptr) {
-    name = site.root->modulePath();
-    module = name;
+    unescaped_module = site.modulePath();
+    module = unescaped_module;
   }
   if (!module.empty()) {
     name.assign(module);
@@ -80,9 +79,16 @@ absl::InlinedVector<Value*, 2> counterCandidates(const Graph& graph, const Match
     name += kCounter;
     add(graph.bufferInput(name));
   }
-  const SignatureSpec* spec = graph.inputSpecOf(site.arg("running_mean").tensor());
+  const SignatureSpec* spec = graph.inputSpecOf(&running_mean);
   if (spec != nullptr && spec->kind == "buffer" && spec->target.ends_with(kRunningMean)) {
-    name.assign(spec->target.substr(0, spec->target.size() - kRunningMean.size()));
+    const std::string_view prefix =
+        spec->target.substr(0, spec->target.size() - kRunningMean.size());
+    // Usually the module's own buffer: the same name, looked up already.
+    if (!module.empty() && prefix.size() == module.size() + 1 && prefix.starts_with(module) &&
+        prefix.back() == '.') {
+      return candidates;
+    }
+    name.assign(prefix);
     name += kCounter;
     add(graph.bufferInput(name));
   }
@@ -147,33 +153,38 @@ class BatchNormPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
+  void apply(Rewriter& rewriter, Mode target, std::span<const Site> sites,
+             SwitchReport& report) const override {
     Graph& graph = rewriter.graph();
     const bool train = target == Mode::kTrain;
-    // Match first, against the unchanged graph; then rewrite.
+    const Site::State wanted = train ? Site::State::kTrain : Site::State::kEval;
+    // Find every site's increment first, against the unchanged graph; then rewrite.
     struct Planned {
       Node* site;
       Value* counter;
       Node* increment;
     };
     std::vector<Planned> plan;
-    absl::flat_hash_map<const Value*, const Node*> previous_site;
-    for (const Match& m : matchAll(graph, batchNormPattern())) {
-      if (!isTracked(m)) continue;
+    // The last site seen on each counter, by value index (a dense side table).
+    std::vector<const Node*> previous_site(graph.valueCount(), nullptr);
+    for (const Site& site : sites) {
+      if (site.state == Site::State::kFixed) continue;  // no running statistics
+      const Node& node = *site.node;
       // The increment, on whichever candidate counter has one; a new one goes on the first.
-      const auto candidates = counterCandidates(graph, m);
+      const auto candidates =
+          counterCandidates(graph, node, *node.input("running_mean")->arg.tensor());
       Value* counter = candidates.empty() ? nullptr : candidates.front();
       Node* increment = nullptr;
       for (Value* candidate : candidates) {
-        const Node*& previous = previous_site[candidate];
+        const Node*& previous = previous_site[candidate->index()];
         if (increment == nullptr) {
-          increment = incrementOf(*candidate, *m.root, previous);
+          increment = incrementOf(*candidate, node, previous);
           if (increment != nullptr) counter = candidate;
         }
-        previous = m.root;
+        previous = &node;
       }
-      if (literalFlag(*m.root, "training") == train) continue;
-      plan.push_back({m.root, counter, increment});
+      if (site.state == wanted) continue;
+      plan.push_back({&rewriter.mutableNode(node), counter, increment});
     }
     for (const Planned& p : plan) {
       rewriter.setInput(*p.site, "training", rewriter.boolArg(train));

@@ -39,13 +39,16 @@ class DropoutPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
+  void apply(Rewriter& rewriter, Mode target, std::span<const Site> sites,
+             SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
-    for (const Match& m : matchAll(rewriter.graph(), dropoutPattern())) {
-      if (literalFlag(*m.root, "train") == train) continue;
-      rewriter.setInput(*m.root, "train", rewriter.boolArg(train));
+    const Site::State wanted = train ? Site::State::kTrain : Site::State::kEval;
+    for (const Site& site : sites) {
+      if (site.state == wanted) continue;
+      Node& node = rewriter.mutableNode(*site.node);
+      rewriter.setInput(node, "train", rewriter.boolArg(train));
       report.changes.push_back(
-          makeChange(rewriter, *m.root, flagText("train", !train), flagText("train", train)));
+          makeChange(rewriter, node, flagText("train", !train), flagText("train", train)));
     }
   }
 };

@@ -42,12 +42,15 @@ class InstanceNormPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
+  void apply(Rewriter& rewriter, Mode target, std::span<const Site> sites,
+             SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
-    for (const Match& m : matchAll(rewriter.graph(), instanceNormPattern())) {
-      if (!tracksRunningStats(m) || literalFlag(*m.root, "use_input_stats") == train) continue;
-      rewriter.setInput(*m.root, "use_input_stats", rewriter.boolArg(train));
-      report.changes.push_back(makeChange(rewriter, *m.root, flagText("use_input_stats", !train),
+    const Site::State wanted = train ? Site::State::kTrain : Site::State::kEval;
+    for (const Site& site : sites) {
+      if (site.state == Site::State::kFixed || site.state == wanted) continue;
+      Node& node = rewriter.mutableNode(*site.node);
+      rewriter.setInput(node, "use_input_stats", rewriter.boolArg(train));
+      report.changes.push_back(makeChange(rewriter, node, flagText("use_input_stats", !train),
                                           flagText("use_input_stats", train)));
     }
   }

@@ -59,11 +59,13 @@ class RreluPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter& rewriter, Mode target, SwitchReport& report) const override {
+  void apply(Rewriter& rewriter, Mode target, std::span<const Site> sites,
+             SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
-    for (const Match& m : matchAll(rewriter.graph(), rreluPattern())) {
-      Node& node = *m.root;
-      if (training(node) == train) continue;
+    const Site::State wanted = train ? Site::State::kTrain : Site::State::kEval;
+    for (const Site& site : sites) {
+      if (site.state == wanted) continue;
+      Node& node = rewriter.mutableNode(*site.node);
       if (train) {
         for (const Default& d : kScalarDefaults) {
           if (node.input(d.name) == nullptr) {

@@ -122,16 +122,22 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name)
     report.program = std::move(program_name);
     // Every site's state first, before anything changes: a node a pass cannot switch
     // throws here, leaving the program untouched. Graph order does not matter for the mode.
+    const auto& passes = modePasses();
     std::vector<Site> sites;
-    for (const ModePass* pass : modePasses()) {
+    std::vector<std::size_t> pass_sites;  // where each pass's sites start
+    for (const ModePass* pass : passes) {
+      pass_sites.push_back(sites.size());
       pass->collectSites(program.graph(), sites, SiteDetail::kState);
     }
+    pass_sites.push_back(sites.size());
     report.before = detectMode(sites);
     rewrite::Rewriter rewriter(program);
     std::vector<std::size_t> runs;
-    for (const ModePass* pass : modePasses()) {
+    for (std::size_t i = 0; i < passes.size(); ++i) {
       runs.push_back(report.changes.size());
-      pass->apply(rewriter, target, report);
+      const std::span<const Site> own(sites.data() + pass_sites[i],
+                                      pass_sites[i + 1] - pass_sites[i]);
+      passes[i]->apply(rewriter, target, own, report);
     }
     program.graph().renumber();
     program.graph().releaseErased();

@@ -1,4 +1,6 @@
 // Read-only queries on the IR: arguments, nodes, values and the graph's indexes.
+#include <absl/strings/string_view.h>
+
 #include <charconv>
 #include <stdexcept>
 
@@ -191,6 +193,29 @@ void Graph::releaseErased() {
   }
   by_target_has_erased_ = false;  // an invalid index is rebuilt from the live nodes
   erased_nodes_.clear();
+  if (erased_values_.empty()) return;
+  std::erase_if(tensor_value_order_, [](const Value* v) { return v->erased_; });
+  // Names were freed: fresh names start from the lowest suffix again, so switching a
+  // program back and forth gives the same names each time.
+  fresh_suffix_.clear();
+  for (Value* value : erased_values_) {
+    const std::uint32_t index = value->index_;
+    *value = Value();
+    value->index_ = index;
+    free_values_.push_back(value);
+  }
+  erased_values_.clear();
+}
+
+Value& Graph::newValue() {
+  if (free_values_.empty()) {
+    Value& value = value_storage_.emplace_back();
+    value.index_ = static_cast<std::uint32_t>(value_storage_.size() - 1);
+    return value;
+  }
+  Value& value = *free_values_.back();
+  free_values_.pop_back();
+  return value;
 }
 
 void Graph::renumber() {
@@ -204,11 +229,18 @@ std::string Graph::freshName(std::string_view base) const {
   if (tryGetValue(base) == nullptr) return std::string(base);
   // Suffixes already tried for this base are remembered, so naming n new values with one
   // base costs O(n), not O(n^2).
-  std::size_t& next = fresh_suffix_[std::string(base)];
+  // (abseil's string hash takes its own string_view type for heterogeneous lookup)
+  auto it = fresh_suffix_.find(absl::string_view(base.data(), base.size()));
+  if (it == fresh_suffix_.end()) it = fresh_suffix_.emplace(std::string(base), 0).first;
+  std::size_t& next = it->second;
+  std::string name(base);
+  name += '_';
+  const std::size_t stem = name.size();
   for (;;) {
-    std::string name(base);
-    name += '_';
-    name += std::to_string(++next);
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, ++next).ptr;
+    name.resize(stem);
+    name.append(digits, end);
     if (tryGetValue(name) == nullptr) return name;
   }
 }

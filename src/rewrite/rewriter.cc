@@ -1,6 +1,9 @@
 // The rewriter: every graph change goes through here so that uses, the by-target index,
 // tensor_values and the signature stay consistent with the nodes.
+#include <absl/container/inlined_vector.h>
+
 #include <algorithm>
+#include <charconv>
 #include <stdexcept>
 
 #include "exmode/error.h"
@@ -39,9 +42,9 @@ Argument Rewriter::boolArg(bool value) { return plain("as_bool", value ? "true" 
 Argument Rewriter::noneArg() { return plain("as_none", "true"); }
 
 Argument Rewriter::intArg(std::int64_t value) {
-  std::string text;
-  json::appendInt(text, value);
-  return plain("as_int", program_.keep(std::move(text)));
+  char text[24];
+  const auto end = std::to_chars(text, text + sizeof text, value).ptr;
+  return plain("as_int", program_.keep({text, static_cast<std::size_t>(end - text)}));
 }
 
 Argument Rewriter::floatArg(double value) {
@@ -119,7 +122,8 @@ void Rewriter::setMetadataField(Node& node, std::string_view key,
 }
 
 void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
-  std::vector<Node*> users(from.users_.begin(), from.users_.end());
+  // A copy: the loop moves uses off `from`. Values have few users; kept inline.
+  absl::InlinedVector<Node*, 4> users(from.users_.begin(), from.users_.end());
   std::sort(users.begin(), users.end());
   users.erase(std::unique(users.begin(), users.end()), users.end());
   for (Node* user : users) {
@@ -180,6 +184,7 @@ void Rewriter::eraseNode(Node& node) {
       ref.value->erased_ = true;
       ref.value->indexed_ = false;
       graph_.values_.erase(ref.value->name());
+      graph_.erased_values_.push_back(ref.value);
     }
   }
   node.erased_ = true;
@@ -191,9 +196,8 @@ void Rewriter::eraseNode(Node& node) {
 Node& Rewriter::insertBefore(Node& before, NewNode spec) {
   auto owned = std::make_unique<Node>();
   Node& node = *owned;
-  node.target_ = program_.keep(std::move(spec.target));
+  node.target_ = spec.target;
   node.inputs_ = std::move(spec.inputs);
-  for (NamedArgument& in : node.inputs_) in.name = program_.keep(std::string(in.name));
   node.metadata_fields_.assign(spec.metadata.begin(), spec.metadata.end());
   node.members_ = {{"target", {}},
                    {"inputs", {}},
@@ -205,11 +209,10 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
     const std::string_view kept_name = program_.keep(name);
     auto [slot, fresh] = graph_.values_.try_emplace(kept_name, nullptr);
     if (!fresh) throw std::logic_error("value name '" + name + "' is already taken");
-    Value& value = graph_.value_storage_.emplace_back();
+    Value& value = graph_.newValue();
     slot->second = &value;
     value.indexed_ = true;
     value.name_ = kept_name;
-    value.index_ = static_cast<std::uint32_t>(graph_.value_storage_.size() - 1);
     value.producer_ = &node;
     value.tensor_meta_ = meta;
     graph_.tensor_value_order_.push_back(&value);

@@ -103,6 +103,22 @@ TEST(Passes, ModuleCalledTwiceCountsTwice) {
   EXPECT_EQ(printed(switched(calledTwice(false), Mode::kTrain)), printed(calledTwice(true)));
 }
 
+TEST(Passes, SwitchingOneProgramBackAndForthStaysExactAndDoesNotGrow) {
+  const auto program = Program::parse(calledTwice(true), "t.json");
+  const std::string train = printed(calledTwice(true));
+  const std::string eval = printed(calledTwice(false));
+  std::size_t values = 0;
+  for (int i = 0; i < 20; ++i) {
+    switchMode(*program, Mode::kEval);
+    EXPECT_EQ(printGraph(program->graph()), eval);
+    switchMode(*program, Mode::kTrain);
+    EXPECT_EQ(printGraph(program->graph()), train);  // the same names every time
+    if (i == 0) values = program->graph().valueCount();
+    EXPECT_EQ(program->graph().valueCount(), values) << "after " << i + 1 << " round trips";
+  }
+  EXPECT_EQ(printed(program->toJson()), train);
+}
+
 TEST(Passes, BatchNormWithoutRunningStatsIsFixed) {
   const std::string json = makeProgram(
       {"p_bn_weight", "p_bn_bias"}, {},
