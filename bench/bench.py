@@ -145,11 +145,12 @@ def main(argv=None):
     build = args.build_dir.resolve()
     ctx = Context(root=ROOT, cache=args.cache_dir.resolve(), exmode=build / "exmode",
                   bench_switch=build / "bench" / "exmode_bench_switch",
+                  bench_floor=build / "bench" / "exmode_bench_floor",
                   micro=build / "bench" / "exmode_micro_benchmarks", quick=args.quick,
                   repeat=args.repeat, slow_repeat=args.slow_repeat,
                   switch_repeat=args.switch_repeat, timeout=args.timeout, sizes=args.sizes,
                   micro_min_time=args.micro_min_time, micro_repetitions=args.micro_repetitions)
-    for binary in (ctx.exmode, ctx.bench_switch):
+    for binary in (ctx.exmode, ctx.bench_switch, ctx.bench_floor):
         if not binary.exists():
             raise SystemExit(f"bench: {binary} is missing: build first (bench/run.sh does)")
     ctx.cache.mkdir(parents=True, exist_ok=True)

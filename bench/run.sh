@@ -19,6 +19,7 @@ python3 -m pip install -q --disable-pip-version-check -r bench/requirements.txt 
 # Benchmark binaries on, Release, whatever an earlier configure of build/ chose.
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DEXMODE_BUILD_BENCHMARKS=ON \
   > build-configure.log 2>&1 || { cat build-configure.log >&2; exit 1; }
-cmake --build build -j "$(nproc)" --target exmode exmode_bench_switch exmode_micro_benchmarks >&2
+cmake --build build -j "$(nproc)" --target exmode exmode_bench_switch exmode_bench_floor \
+  exmode_micro_benchmarks >&2
 export EXMODE_BENCH_COMMAND=bench/run.sh  # names the command in the markdown output
 exec python3 bench/bench.py --build-dir=build "$@"

@@ -13,6 +13,7 @@ class Context:
     cache: Path          # generated data
     exmode: Path         # the exmode tool
     bench_switch: Path   # exmode_bench_switch
+    bench_floor: Path    # exmode_bench_floor
     micro: Path          # exmode_micro_benchmarks
     quick: bool
     repeat: int          # timed runs of each fast command

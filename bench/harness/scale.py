@@ -1,6 +1,10 @@
 """Section 3: scale. `exmode eval IN -o OUT -q` (load, switch, save) on bench/make_synthetic.py
 archives of growing node counts, as a subprocess, after one untimed warm-up of each size.
 
+Beside it, in the same rounds, `exmode_bench_floor IN OUT`: what any file switch built the
+way exmode's is must do (map, CRC, simdjson's index, a walk over the nodes, writing the
+archive's bytes back), with no IR; its time is a floor under exmode's at each size.
+
 A command that times out (--timeout) is recorded as "timeout" and not run again, and larger
 sizes are then skipped: they would time out as well.
 """
@@ -36,6 +40,11 @@ def run(ctx):
     archives = {n: data.synthetic_archive(ctx.cache, n) for n in ctx.sizes}
     out = data.scratch(ctx.cache) / "scale_out.pt2"
     series = {n: Series() for n in ctx.sizes}
+    floors = {n: Series() for n in ctx.sizes}
+
+    def floor(n):
+        data.remove(out)
+        floors[n].add(measure.run([ctx.bench_floor, archives[n], out], ctx.timeout))
 
     def once(n):
         data.remove(out)
@@ -54,24 +63,33 @@ def run(ctx):
             r = once(n)
             if r.status == "ok":
                 series[n].samples.clear()  # the warm-up is not a sample
+            floor(n)
+            floors[n].samples.clear()
     for i in range(ctx.repeat):
         ctx.log(f"  round {i + 1}/{ctx.repeat}")
         for n in ctx.sizes:
             if not series[n].failed:
                 once(n)
+                floor(n)
     data.scratch(ctx.cache)
 
     table = Table("Scale: exmode eval IN -o OUT -q on synthetic archives",
-                  ["nodes", "program JSON", "time", "MB/s of JSON", "peak RSS"])
+                  ["nodes", "program JSON", "time", "MB/s of JSON", "peak RSS", "floor",
+                   "time / floor"])
     json_sizes = {n: data.program_json_size(a) for n, a in archives.items()}
     for n in ctx.sizes:
-        st = series[n].stat
+        st, fl = series[n].stat, floors[n].stat
         table.add(size_text(n), data.size_text(json_sizes[n]), stat_text(st),
                   f"{json_sizes[n] / 1e6 / st.median:.1f}" if st.ok else "",
-                  f"{mib(series[n].max_rss):.0f} MiB" if st.ok else "")
+                  f"{mib(series[n].max_rss):.0f} MiB" if st.ok else "", stat_text(fl),
+                  ratio_cell(st, fl))
         ctx.file_switches.append((f"scale: {size_text(n)} nodes", archives[n], series[n]))
     table.note = ("Medians (min–max) over the runs of one process each: map, parse, switch, "
-                  "write, rename (no fsync, as for any `-o`). Page cache warm.")
+                  "write, rename (no fsync, as for any `-o`). Page cache warm. floor: "
+                  "`exmode_bench_floor` in the same rounds, the least any switch built like "
+                  "exmode's must do: map, CRC-32 of the program, simdjson's index of it, a walk "
+                  "reading every node's target, and writing the archive's bytes back (program "
+                  "from the map, the rest by copy_file_range); no IR, no switch.")
     ctx.tables.append(table)
 
     for small, large in zip(ctx.sizes, ctx.sizes[1:]):
@@ -85,6 +103,10 @@ def run(ctx):
         ctx.ratios.add("scale", f"time {size_text(large)} / {size_text(small)}", value,
                        f"<= {bound:.3g}x", met)
     if 1_000_000 in ctx.sizes:
+        fl = floors[1_000_000].stat
+        if fl.ok:
+            ctx.ratios.add("scale", "1M nodes: floor (map, CRC, index, walk, write; no IR)",
+                           seconds_text(fl.median), "", "")
         st = series[1_000_000].stat
         value, met = seconds_text(st.median) if st.ok else st.status, ""
         if st.ok:
