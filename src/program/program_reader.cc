@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <array>
+#include <iterator>
 
 #include "exmode/error.h"
 #include "exmode/program.h"
@@ -512,7 +513,6 @@ class ProgramReader {
       fail("the graph has more than " + std::to_string(limits_.max_nodes) + " nodes, the limit");
     }
     n.order_ = (index + 1) * Graph::kOrderGap;
-    n.inputs_.reserve(4);
     bool seen_name = false;
     bool seen_target = false;
     bool seen_inputs = false;
@@ -529,8 +529,14 @@ class ProgramReader {
       } else if (k == "inputs") {
         once(seen_inputs, node_where, k);
         od::array inputs = array(field, Where{&n, index, "inputs"});
+        // Read into a reused buffer, then moved into a vector of the exact size: a node
+        // keeps no spare capacity (a large program has a million nodes) and is not
+        // reallocated while it grows.
+        input_scratch_.clear();
         elements(inputs, "node inputs",
-                 [&](od::value in) { n.inputs_.push_back(readInput(in, n, index)); });
+                 [&](od::value in) { input_scratch_.push_back(readInput(in, n, index)); });
+        n.inputs_.assign(std::make_move_iterator(input_scratch_.begin()),
+                         std::make_move_iterator(input_scratch_.end()));
       } else if (k == "outputs") {
         once(seen_outputs, node_where, k);
         readArgumentList(array(field, Where{&n, index, "outputs"}), n.outputs_,
@@ -953,6 +959,7 @@ class ProgramReader {
   od::parser parser_;
   od::document doc_;
   bool seen_graph_module_ = false;
+  std::vector<NamedArgument> input_scratch_;  // readNode's inputs, before they are sized
   absl::flat_hash_set<std::string_view> declared_symbols_;
   absl::flat_hash_set<std::string_view> targets_;
   std::vector<Pending> pending_;
