@@ -253,9 +253,12 @@ class Graph {
   mutable absl::flat_hash_map<std::string_view, std::vector<Node*>> by_target_;
   mutable bool by_target_valid_ = false;
   bool order_stale_ = false;  // nodes were inserted since the last renumber()
-  // Erased nodes stay allocated until the graph goes, so the target index can drop them
-  // lazily (erased_nodes_ ones are skipped) instead of being rebuilt.
-  std::vector<std::unique_ptr<Node>> erased_nodes_;
+  // Erased nodes stay allocated until releaseErased(), so the target index can drop them
+  // lazily (erased ones are skipped) instead of being rebuilt. They are then kept, emptied,
+  // for the nodes later rewrites insert: switching back and forth erases and inserts the
+  // same number of nodes, and list splices move them without allocating.
+  NodeList erased_nodes_;
+  NodeList spare_nodes_;
   mutable bool by_target_has_erased_ = false;
   // Values erased since the last releaseErased(), and slots of value_storage_ free for
   // reuse (a value keeps its index, so dense side tables stay as small as the graph).

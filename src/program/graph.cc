@@ -192,7 +192,11 @@ void Graph::releaseErased() {
     }
   }
   by_target_has_erased_ = false;  // an invalid index is rebuilt from the live nodes
-  erased_nodes_.clear();
+  for (auto& node : erased_nodes_) *node = Node();
+  spare_nodes_.splice(spare_nodes_.end(), erased_nodes_);
+  // A graph that shrank for good keeps only a bounded reserve.
+  constexpr std::size_t kMaxSpareNodes = 1 << 16;
+  while (spare_nodes_.size() > kMaxSpareNodes) spare_nodes_.pop_back();
   if (erased_values_.empty()) return;
   std::erase_if(tensor_value_order_, [](const Value* v) { return v->erased_; });
   // Names were freed: fresh names start from the lowest suffix again, so switching a

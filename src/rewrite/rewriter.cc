@@ -189,13 +189,19 @@ void Rewriter::eraseNode(Node& node) {
   }
   node.erased_ = true;
   graph_.by_target_has_erased_ = true;
-  graph_.erased_nodes_.push_back(std::move(*node.self_));
-  graph_.nodes_.erase(node.self_);
+  graph_.erased_nodes_.splice(graph_.erased_nodes_.end(), graph_.nodes_, node.self_);
 }
 
 Node& Rewriter::insertBefore(Node& before, NewNode spec) {
-  auto owned = std::make_unique<Node>();
-  Node& node = *owned;
+  // Built in a list of its own (a spare node of the graph, or a new one), spliced into the
+  // graph once complete: a throw below leaves the graph as it was.
+  Graph::NodeList holder;
+  if (graph_.spare_nodes_.empty()) {
+    holder.push_back(std::make_unique<Node>());
+  } else {
+    holder.splice(holder.begin(), graph_.spare_nodes_, graph_.spare_nodes_.begin());
+  }
+  Node& node = *holder.front();
   node.target_ = spec.target;
   node.inputs_ = std::move(spec.inputs);
   node.metadata_fields_.assign(spec.metadata.begin(), spec.metadata.end());
@@ -227,7 +233,8 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
   // target index takes the node in place while orders are valid, else is rebuilt.
   const std::size_t previous =
       before.self_ == graph_.nodes_.begin() ? 0 : (*std::prev(before.self_))->order_;
-  node.self_ = graph_.nodes_.insert(before.self_, std::move(owned));
+  node.self_ = holder.begin();
+  graph_.nodes_.splice(before.self_, holder);
   if (!graph_.order_stale_ && before.order_ - previous >= 2) {
     node.order_ = previous + (before.order_ - previous) / 2;
   } else {

@@ -119,6 +119,33 @@ TEST(Rewriter, InsertsNodesAndRewiresLaterUses) {
   EXPECT_EQ(printGraph(reparsed->graph()), text);
 }
 
+// Erased nodes are freed by releaseErased() into a reserve the next insertions draw from;
+// an insertion that throws leaves the graph as it was.
+TEST(Rewriter, ReusesErasedNodesAndFailedInsertionsChangeNothing) {
+  auto program = chain();
+  Graph& graph = program->graph();
+  Rewriter rewriter(*program);
+  const std::string before = printGraph(graph);
+  Node& dropout = *graph.getValue("dropout").producer();
+  auto neg = [&](std::string name) {
+    return NewNode{.target = "torch.ops.aten.neg.default",
+                   .inputs = {{"self", rewriter.tensorArg(graph.getValue("relu")), "1"}},
+                   .tensor_outputs = {{std::move(name), graph.getValue("relu").tensorMeta()}}};
+  };
+  const Node* first = &rewriter.insertBefore(dropout, neg(graph.freshName("neg")));
+  rewriter.eraseNode(const_cast<Node&>(*first));
+  graph.releaseErased();
+  EXPECT_EQ(printGraph(graph), before);
+  Node& again = rewriter.insertBefore(dropout, neg(graph.freshName("neg")));
+  EXPECT_EQ(&again, first);  // the same node, emptied and filled again
+  EXPECT_EQ(again.name(), "neg");
+  EXPECT_TRUE(again.metadataFields().empty());
+  const std::string with_neg = printGraph(graph);
+  EXPECT_THROW(rewriter.insertBefore(dropout, neg("relu")), std::logic_error);  // name taken
+  EXPECT_EQ(printGraph(graph), with_neg);
+  EXPECT_EQ(printGraph(Program::parse(program->toJson(), "again.json")->graph()), with_neg);
+}
+
 // Node orders are numbered with gaps: insertions take a number between their neighbours
 // until a gap runs out, then the graph is renumbered. Either way order() grows along the
 // node list and the target index lists nodes in graph order.
