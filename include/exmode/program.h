@@ -208,6 +208,12 @@ class Graph {
   const SignatureSpec* inputSpecOf(const Value* value) const;
   // The placeholder of the buffer with this state-dict name, or null. Indexed on first use.
   Value* bufferInput(std::string_view buffer_name) const;
+  // The same for the name `prefix` + `suffix`. When `near` is one of this graph's input
+  // specs, the few specs after it are compared first (torch lists a module's buffers
+  // together: running_mean, running_var, num_batches_tracked), so that usually no name is
+  // built or hashed; the answer is the same either way.
+  Value* bufferInput(std::string_view prefix, std::string_view suffix,
+                     const SignatureSpec* near) const;
   // Nodes with the given target, in graph order. Built on demand, kept current by the
   // rewriter; the anchor index of the pattern matcher.
   const std::vector<Node*>& nodesWithTarget(std::string_view target) const;
@@ -268,6 +274,7 @@ class Graph {
   mutable absl::flat_hash_map<const Value*, std::size_t> input_spec_index_;
   mutable absl::flat_hash_map<std::string_view, Value*> buffer_index_;
   mutable bool input_specs_indexed_ = false;
+  mutable bool buffer_names_repeat_ = false;  // two buffer specs with one name
   // The last suffix freshName() gave out per base name.
   mutable absl::flat_hash_map<std::string, std::size_t> fresh_suffix_;
   // Members of the graph and signature objects in source order (key, raw value).

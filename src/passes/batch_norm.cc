@@ -32,6 +32,7 @@ using namespace rewrite;
 
 constexpr std::string_view kRunningMean = "running_mean";
 constexpr std::string_view kCounter = "num_batches_tracked";
+constexpr std::string_view kDotCounter = ".num_batches_tracked";
 
 const Pattern& batchNormPattern() {
   static const Pattern pattern =
@@ -65,33 +66,23 @@ absl::InlinedVector<Value*, 2> counterCandidates(const Graph& graph, const Node&
       candidates.push_back(counter);
     }
   };
-  // Buffer names are built in one reused string: this runs once per site.
-  thread_local std::string name;
   thread_local std::string unescaped_module;
   std::string_view module = site.modulePathView();
   if (module.data() == nullptr) {
     unescaped_module = site.modulePath();
     module = unescaped_module;
   }
-  if (!module.empty()) {
-    name.assign(module);
-    name += '.';
-    name += kCounter;
-    add(graph.bufferInput(name));
-  }
+  // "<m>." of running_mean's buffer "<m>.running_mean".
   const SignatureSpec* spec = graph.inputSpecOf(&running_mean);
-  if (spec != nullptr && spec->kind == "buffer" && spec->target.ends_with(kRunningMean)) {
-    const std::string_view prefix =
-        spec->target.substr(0, spec->target.size() - kRunningMean.size());
-    // Usually the module's own buffer: the same name, looked up already.
-    if (!module.empty() && prefix.size() == module.size() + 1 && prefix.starts_with(module) &&
-        prefix.back() == '.') {
-      return candidates;
-    }
-    name.assign(prefix);
-    name += kCounter;
-    add(graph.bufferInput(name));
-  }
+  const bool beside =
+      spec != nullptr && spec->kind == "buffer" && spec->target.ends_with(kRunningMean);
+  const std::string_view prefix =
+      beside ? spec->target.substr(0, spec->target.size() - kRunningMean.size()) : "";
+  // Usually both are the module's own counter, listed right after its running statistics.
+  const bool own = beside && !module.empty() && prefix.size() == module.size() + 1 &&
+                   prefix.starts_with(module) && prefix.back() == '.';
+  if (!module.empty()) add(graph.bufferInput(module, kDotCounter, own ? spec : nullptr));
+  if (beside && !own) add(graph.bufferInput(prefix, kCounter, spec));
   return candidates;
 }
 

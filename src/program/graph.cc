@@ -150,8 +150,10 @@ void Graph::indexInputSpecs() const {
   for (std::size_t i = 0; i < input_specs_.size(); ++i) {
     const SignatureSpec& spec = input_specs_[i];
     if (spec.value() != nullptr) input_spec_index_.emplace(spec.value(), i);
-    if (spec.kind == "buffer" && !spec.target.empty())
-      buffer_index_.emplace(spec.target, spec.value());
+    if (spec.kind == "buffer" && !spec.target.empty() &&
+        !buffer_index_.emplace(spec.target, spec.value()).second) {
+      buffer_names_repeat_ = true;  // the index keeps the first: so must bufferInput's scan
+    }
   }
   input_specs_indexed_ = true;
 }
@@ -166,6 +168,28 @@ Value* Graph::bufferInput(std::string_view buffer_name) const {
   indexInputSpecs();
   auto it = buffer_index_.find(buffer_name);
   return it == buffer_index_.end() ? nullptr : it->second;
+}
+
+Value* Graph::bufferInput(std::string_view prefix, std::string_view suffix,
+                          const SignatureSpec* near) const {
+  indexInputSpecs();
+  const SignatureSpec* const specs = input_specs_.data();
+  if (near != nullptr && !buffer_names_repeat_ && near >= specs &&
+      near < specs + input_specs_.size()) {
+    constexpr std::size_t kLookAhead = 4;
+    const auto at = static_cast<std::size_t>(near - specs);
+    for (std::size_t i = at + 1; i < input_specs_.size() && i <= at + kLookAhead; ++i) {
+      const SignatureSpec& spec = specs[i];
+      if (spec.kind == "buffer" && spec.target.size() == prefix.size() + suffix.size() &&
+          spec.target.starts_with(prefix) && spec.target.ends_with(suffix)) {
+        return spec.value();
+      }
+    }
+  }
+  thread_local std::string name;
+  name.assign(prefix);
+  name += suffix;
+  return bufferInput(name);
 }
 
 const std::vector<Node*>& Graph::nodesWithTarget(std::string_view target) const {

@@ -39,6 +39,42 @@ TEST(Program, ParsesGraph) {
   EXPECT_EQ(program->schemaVersion().major, 8);
 }
 
+// bufferInput(prefix, suffix, near) answers what bufferInput(prefix + suffix) does: for a
+// buffer listed right after `near`, further on, and when two specs share a name (the index
+// keeps the first).
+TEST(Program, FindsBuffersByNameInPieces) {
+  std::string json = testing::makeProgram(
+      {},
+      {"b_a_running_mean", "b_a_running_var", "b_a_num_batches_tracked", "b_b_running_mean",
+       "b_x_1", "b_x_2", "b_x_3", "b_x_4", "b_b_num_batches_tracked"},
+      {}, "x");
+  auto program = Program::parse(json, "t.json");
+  const Graph& graph = program->graph();
+  auto near = [&](const std::string& placeholder) {
+    return graph.inputSpecOf(graph.tryGetValue(placeholder));
+  };
+  const Value* a = graph.tryGetValue("b_a_num_batches_tracked");
+  const Value* b = graph.tryGetValue("b_b_num_batches_tracked");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(graph.bufferInput("a.", "num_batches_tracked", near("b_a_running_mean")), a);
+  EXPECT_EQ(graph.bufferInput("a", ".num_batches_tracked", nullptr), a);
+  EXPECT_EQ(graph.bufferInput("b.", "num_batches_tracked", near("b_b_running_mean")), b);
+  EXPECT_EQ(graph.bufferInput("b.", "num_batches_tracked", near("b_a_running_mean")), b);
+  EXPECT_EQ(graph.bufferInput("c.", "num_batches_tracked", near("b_a_running_mean")), nullptr);
+
+  // The spec right after b's running mean now repeats a's counter's name.
+  const std::string from = "\"buffer_name\": \"x.1\"";
+  json.replace(json.find(from), from.size(), "\"buffer_name\": \"a.num_batches_tracked\"");
+  auto repeated = Program::parse(json, "t.json");
+  const Graph& graph2 = repeated->graph();
+  const SignatureSpec* b_mean = graph2.inputSpecOf(graph2.tryGetValue("b_b_running_mean"));
+  EXPECT_EQ(graph2.bufferInput("a.num_batches_tracked"),
+            graph2.tryGetValue("b_a_num_batches_tracked"));
+  EXPECT_EQ(graph2.bufferInput("a.", "num_batches_tracked", b_mean),
+            graph2.tryGetValue("b_a_num_batches_tracked"));
+}
+
 TEST(Program, WritesBackTheSameJson) {
   const std::string input = bnDropoutTrainProgram();
   auto program = Program::parse(input, "t.json");
