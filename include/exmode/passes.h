@@ -67,10 +67,11 @@ class ModePass {
   virtual void collectSites(const Graph& graph, std::vector<Site>& sites,
                             SiteDetail detail) const = 0;
   // Moves every site of this family to `target`, appending what it changed (and what it
-  // could not change) to `report`. `sites` are what this pass's collectSites found (at
-  // SiteDetail::kState or more) before the switch changed anything: passes never erase
-  // sites, and each changes only its own, so they stay valid while the others run.
-  virtual void apply(rewrite::Rewriter& rewriter, Mode target, std::span<const Site> sites,
+  // could not change) to `report`, and setting the state of each site it moved. `sites`
+  // are what this pass's collectSites found (at SiteDetail::kState or more) before the
+  // switch changed anything: passes never erase sites, and each changes only its own, so
+  // they stay valid while the others run.
+  virtual void apply(rewrite::Rewriter& rewriter, Mode target, std::span<Site> sites,
                      SwitchReport& report) const = 0;
 };
 

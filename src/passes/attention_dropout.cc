@@ -84,16 +84,18 @@ class AttentionDropoutPass final : public ModePass {
   }
 
   // Sites carry p at every detail level (see collectSites).
-  void apply(Rewriter& rewriter, Mode target, std::span<const Site> sites,
+  void apply(Rewriter& rewriter, Mode target, std::span<Site> sites,
              SwitchReport& report) const override {
-    for (const Site& site : sites) {
+    for (Site& site : sites) {
       Node& node = rewriter.mutableNode(*site.node);
       if (target == Mode::kEval && site.state == Site::State::kTrain) {
         toEval(rewriter, node, *site.p);
+        site.state = Site::State::kEval;
         report.changes.push_back(makeChange(
             rewriter, node, rewriter.keep("dropout_p=" + pText(*site.p)), "dropout_p=0.0"));
       } else if (target == Mode::kTrain && site.state == Site::State::kEval) {
         toTrain(rewriter, node, *site.p);
+        site.state = Site::State::kTrain;
         report.changes.push_back(makeChange(rewriter, node, "dropout_p=0.0",
                                             rewriter.keep("dropout_p=" + pText(*site.p))));
       } else if (target == Mode::kTrain && site.state == Site::State::kFixed) {

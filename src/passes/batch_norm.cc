@@ -144,13 +144,14 @@ class BatchNormPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter& rewriter, Mode target, std::span<const Site> sites,
+  void apply(Rewriter& rewriter, Mode target, std::span<Site> sites,
              SwitchReport& report) const override {
     Graph& graph = rewriter.graph();
     const bool train = target == Mode::kTrain;
     const Site::State wanted = train ? Site::State::kTrain : Site::State::kEval;
     // Find every site's increment first, against the unchanged graph; then rewrite.
     struct Planned {
+      Site* found;
       Node* site;
       Value* counter;
       Node* increment;
@@ -158,7 +159,7 @@ class BatchNormPass final : public ModePass {
     std::vector<Planned> plan;
     // The last site seen on each counter, by value index (a dense side table).
     std::vector<const Node*> previous_site(graph.valueCount(), nullptr);
-    for (const Site& site : sites) {
+    for (Site& site : sites) {
       if (site.state == Site::State::kFixed) continue;  // no running statistics
       const Node& node = *site.node;
       // The increment, on whichever candidate counter has one; a new one goes on the first.
@@ -175,10 +176,11 @@ class BatchNormPass final : public ModePass {
         previous = &node;
       }
       if (site.state == wanted) continue;
-      plan.push_back({&rewriter.mutableNode(node), counter, increment});
+      plan.push_back({&site, &rewriter.mutableNode(node), counter, increment});
     }
     for (const Planned& p : plan) {
       rewriter.setInput(*p.site, "training", rewriter.boolArg(train));
+      p.found->state = wanted;
       constexpr std::string_view kCounted = "training=True, num_batches_tracked += 1";
       std::string_view before = flagText("training", !train);
       std::string_view after = flagText("training", train);

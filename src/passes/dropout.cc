@@ -39,14 +39,15 @@ class DropoutPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter& rewriter, Mode target, std::span<const Site> sites,
+  void apply(Rewriter& rewriter, Mode target, std::span<Site> sites,
              SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
     const Site::State wanted = train ? Site::State::kTrain : Site::State::kEval;
-    for (const Site& site : sites) {
+    for (Site& site : sites) {
       if (site.state == wanted) continue;
       Node& node = rewriter.mutableNode(*site.node);
       rewriter.setInput(node, "train", rewriter.boolArg(train));
+      site.state = wanted;
       report.changes.push_back(
           makeChange(rewriter, node, flagText("train", !train), flagText("train", train)));
     }

@@ -67,7 +67,7 @@ class FunctionalIrPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter&, Mode target, std::span<const Site> sites, SwitchReport&) const override {
+  void apply(Rewriter&, Mode target, std::span<Site> sites, SwitchReport&) const override {
     const Site::State wanted = target == Mode::kTrain ? Site::State::kTrain : Site::State::kEval;
     for (const Site& site : sites) {
       if (site.state == Site::State::kFixed || site.state == wanted) continue;

@@ -42,14 +42,15 @@ class InstanceNormPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter& rewriter, Mode target, std::span<const Site> sites,
+  void apply(Rewriter& rewriter, Mode target, std::span<Site> sites,
              SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
     const Site::State wanted = train ? Site::State::kTrain : Site::State::kEval;
-    for (const Site& site : sites) {
+    for (Site& site : sites) {
       if (site.state == Site::State::kFixed || site.state == wanted) continue;
       Node& node = rewriter.mutableNode(*site.node);
       rewriter.setInput(node, "use_input_stats", rewriter.boolArg(train));
+      site.state = wanted;
       report.changes.push_back(makeChange(rewriter, node, flagText("use_input_stats", !train),
                                           flagText("use_input_stats", train)));
     }

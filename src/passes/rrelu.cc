@@ -59,11 +59,11 @@ class RreluPass final : public ModePass {
     }
   }
 
-  void apply(Rewriter& rewriter, Mode target, std::span<const Site> sites,
+  void apply(Rewriter& rewriter, Mode target, std::span<Site> sites,
              SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
     const Site::State wanted = train ? Site::State::kTrain : Site::State::kEval;
-    for (const Site& site : sites) {
+    for (Site& site : sites) {
       if (site.state == wanted) continue;
       Node& node = rewriter.mutableNode(*site.node);
       if (train) {
@@ -83,6 +83,7 @@ class RreluPass final : public ModePass {
       } else {
         rewriter.setInput(node, "training", rewriter.boolArg(false));
       }
+      site.state = wanted;
       report.changes.push_back(
           makeChange(rewriter, node, flagText("training", !train), flagText("training", train)));
     }

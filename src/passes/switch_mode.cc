@@ -1,8 +1,5 @@
 // Running the mode passes over a program: site collection, mode detection, the switch.
-#include <absl/container/flat_hash_set.h>
-
 #include <algorithm>
-#include <unordered_map>
 
 #include "exmode/error.h"
 #include "exmode/passes.h"
@@ -135,23 +132,15 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name)
     std::vector<std::size_t> runs;
     for (std::size_t i = 0; i < passes.size(); ++i) {
       runs.push_back(report.changes.size());
-      const std::span<const Site> own(sites.data() + pass_sites[i],
-                                      pass_sites[i + 1] - pass_sites[i]);
+      const std::span<Site> own(sites.data() + pass_sites[i], pass_sites[i + 1] - pass_sites[i]);
       passes[i]->apply(rewriter, target, own, report);
     }
     program.graph().renumber();
     program.graph().releaseErased();
     mergeByGraphOrder(report.changes, runs);
-    // The mode reached: every site a pass changed is now in the target mode, the others are
-    // as they were (sites are never erased). Matching the whole graph again would cost as
-    // much as the switch; the passes' tests check that what they report is what they did.
-    absl::flat_hash_set<const Node*> changed;
-    changed.reserve(report.changes.size());
-    for (const Change& change : report.changes) changed.insert(change.site);
-    const Site::State reached = target == Mode::kTrain ? Site::State::kTrain : Site::State::kEval;
-    for (Site& site : sites) {
-      if (site.state != Site::State::kFixed && changed.contains(site.node)) site.state = reached;
-    }
+    // The mode reached: each pass set the state of every site it moved. Matching the whole
+    // graph again would cost as much as the switch; the passes' tests check that what they
+    // report is what they did.
     report.after = detectMode(sites);
     return report;
   });
