@@ -4,6 +4,8 @@
 // are programming errors and throw std::logic_error.
 #pragma once
 
+#include <absl/container/inlined_vector.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,13 +19,14 @@ namespace exmode::rewrite {
 // A node to create: outputs are single tensors named `output_names[i]` with the given
 // tensor metadata (raw TensorMeta). The target and the input names are views: like the
 // metadata text they must live as long as the program (literals, or Rewriter::keep()).
+// Inline: rewrites insert small nodes, and a switch may insert a million of them.
 struct NewNode {
   std::string_view target;
-  std::vector<NamedArgument> inputs;
-  std::vector<std::pair<std::string, RawJson>> tensor_outputs;
+  absl::InlinedVector<NamedArgument, 2> inputs;
+  absl::InlinedVector<std::pair<std::string, RawJson>, 1> tensor_outputs;
   // Metadata members (key, JSON text of the value), e.g. copied from another node with
   // Node::metadataFieldJson(). The text must live as long as the program.
-  std::vector<std::pair<std::string_view, RawJson>> metadata;
+  absl::InlinedVector<std::pair<std::string_view, RawJson>, 2> metadata;
 };
 
 class Rewriter {

@@ -121,8 +121,8 @@ Node* incrementOf(Value& counter, const Node& site, const Node* previous_site) {
 
 // Metadata for an inserted increment: the site's module stack and stack trace, as the
 // site's own JSON text (a view: nothing is copied).
-std::vector<std::pair<std::string_view, RawJson>> incrementMetadata(const Node& site) {
-  std::vector<std::pair<std::string_view, RawJson>> fields;
+absl::InlinedVector<std::pair<std::string_view, RawJson>, 2> incrementMetadata(const Node& site) {
+  absl::InlinedVector<std::pair<std::string_view, RawJson>, 2> fields;
   for (std::string_view key :
        {std::string_view("stack_trace"), std::string_view("nn_module_stack")}) {
     const RawJson value = site.metadataFieldJson(key);

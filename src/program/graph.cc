@@ -216,7 +216,16 @@ void Graph::releaseErased() {
     }
   }
   by_target_has_erased_ = false;  // an invalid index is rebuilt from the live nodes
-  for (auto& node : erased_nodes_) *node = Node();
+  for (auto& node : erased_nodes_) {
+    // Emptied, keeping the capacity of its argument lists for the node that reuses it.
+    auto inputs = std::move(node->inputs_);
+    auto outputs = std::move(node->outputs_);
+    inputs.clear();
+    outputs.clear();
+    *node = Node();
+    node->inputs_ = std::move(inputs);
+    node->outputs_ = std::move(outputs);
+  }
   spare_nodes_.splice(spare_nodes_.end(), erased_nodes_);
   // A graph that shrank for good keeps only a bounded reserve.
   constexpr std::size_t kMaxSpareNodes = 1 << 16;

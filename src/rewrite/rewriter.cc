@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <iterator>
 #include <stdexcept>
 
 #include "exmode/error.h"
@@ -203,7 +204,8 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
   }
   Node& node = *holder.front();
   node.target_ = spec.target;
-  node.inputs_ = std::move(spec.inputs);
+  node.inputs_.assign(std::make_move_iterator(spec.inputs.begin()),
+                      std::make_move_iterator(spec.inputs.end()));
   node.metadata_fields_.assign(spec.metadata.begin(), spec.metadata.end());
   node.members_ = {{"target", {}},
                    {"inputs", {}},
