@@ -207,12 +207,13 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
   node.inputs_.assign(std::make_move_iterator(spec.inputs.begin()),
                       std::make_move_iterator(spec.inputs.end()));
   node.metadata_fields_.assign(spec.metadata.begin(), spec.metadata.end());
-  node.members_ = {{"target", {}},
-                   {"inputs", {}},
-                   {"outputs", {}},
-                   {"metadata", {}},
-                   {"is_hop_single_tensor_return", "null"},
-                   {"name", {}}};
+  // The members torch writes, in its order; those with no text are written from the IR.
+  static constexpr std::pair<std::string_view, RawJson> kMembers[] = {
+      {"target", {}},   {"inputs", {}},
+      {"outputs", {}},  {"metadata", {}},
+      {"is_hop_single_tensor_return", "null"},
+      {"name", {}}};
+  node.members_.assign(std::begin(kMembers), std::end(kMembers));
   for (auto& [name, meta] : spec.tensor_outputs) {
     const std::string_view kept_name = program_.keep(name);
     auto [slot, fresh] = graph_.values_.try_emplace(kept_name, nullptr);
