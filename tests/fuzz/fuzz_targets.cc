@@ -211,6 +211,36 @@ void checkSwitchedProgram(std::string_view data, Mode target, bool skip_open_fin
   }
   const std::string json =
       mustSucceed("toJson of a switched program", [&] { return program->toJson(); });
+  // Switched away and back in memory, the program reuses what the switch away erased. One
+  // round trip may normalize it (say, an RReLU's default arguments written anew), but a
+  // second must give the same program again, no larger.
+  {
+    auto toggled = mustSucceed("parsing an accepted program again",
+                               [&] { return Program::parse(data, kSourceName); });
+    (void)mustSucceed("switching an accepted program again",
+                      [&] { return switchMode(*toggled, target); });
+    const Mode other = target == Mode::kEval ? Mode::kTrain : Mode::kEval;
+    auto roundTrip = [&] {
+      try {
+        (void)switchMode(*toggled, other);  // may be refused (say, the functional IR)
+      } catch (const Error&) {
+        return false;
+      }
+      (void)mustSucceed("switching back a program switched away",
+                        [&] { return switchMode(*toggled, target); });
+      return true;
+    };
+    if (roundTrip()) {
+      const std::string once =
+          mustSucceed("toJson after a round trip", [&] { return toggled->toJson(); });
+      const std::size_t values = toggled->graph().valueCount();
+      if (!roundTrip()) finding("a second round trip through the other mode was refused");
+      if (mustSucceed("toJson after two round trips", [&] { return toggled->toJson(); }) != once)
+        finding("a program switched to " + name + " reads differently after a second round trip");
+      if (toggled->graph().valueCount() != values)
+        finding("a program switched back and forth grows");
+    }
+  }
   // The repeated node field may only show in what was written (the reader's view of a
   // malformed input can differ from any simple scan of it).
   if (skip_open_findings && triggersOpenFinding(json)) return;
