@@ -106,14 +106,18 @@ Value* counterValueBefore(Value& counter, const Node& node) {
   return current;
 }
 
-// The increment belonging to `site`: the last one on the counter's chain before the site
-// and after `previous_site` (the module's previous site), or null.
-Node* incrementOf(Value& counter, const Node& site, const Node* previous_site) {
-  Node* found = nullptr;
+// The increments belonging to `site`, in chain order: those on the counter's chain before
+// the site and after `previous_site` (the module's previous site). torch writes exactly one;
+// a malformed program may have more, and going to eval erases them all (torch's eval
+// export has none), so that switching back and forth settles after one round trip.
+using Increments = absl::InlinedVector<Node*, 1>;
+Increments incrementsOf(Value& counter, const Node& site, const Node* previous_site) {
+  Increments found;
   Value* current = &counter;
   while (Node* next = incrementReading(*current)) {
     if (next->order() >= site.order()) break;
-    if (previous_site == nullptr || next->order() > previous_site->order()) found = next;
+    if (previous_site == nullptr || next->order() > previous_site->order())
+      found.push_back(next);
     current = next->output();
   }
   return found;
@@ -154,7 +158,7 @@ class BatchNormPass final : public ModePass {
       Site* found;
       Node* site;
       Value* counter;
-      Node* increment;
+      Increments increments;
     };
     std::vector<Planned> plan;
     // The last site seen on each counter, by value index (a dense side table).
@@ -166,17 +170,17 @@ class BatchNormPass final : public ModePass {
       const auto candidates =
           counterCandidates(graph, node, *node.input("running_mean")->arg.tensor());
       Value* counter = candidates.empty() ? nullptr : candidates.front();
-      Node* increment = nullptr;
+      Increments increments;
       for (Value* candidate : candidates) {
         const Node*& previous = previous_site[candidate->index()];
-        if (increment == nullptr) {
-          increment = incrementOf(*candidate, node, previous);
-          if (increment != nullptr) counter = candidate;
+        if (increments.empty()) {
+          increments = incrementsOf(*candidate, node, previous);
+          if (!increments.empty()) counter = candidate;
         }
         previous = &node;
       }
       if (site.state == wanted) continue;
-      plan.push_back({&site, &rewriter.mutableNode(node), counter, increment});
+      plan.push_back({&site, &rewriter.mutableNode(node), counter, std::move(increments)});
     }
     for (const Planned& p : plan) {
       rewriter.setInput(*p.site, "training", rewriter.boolArg(train));
@@ -184,12 +188,15 @@ class BatchNormPass final : public ModePass {
       constexpr std::string_view kCounted = "training=True, num_batches_tracked += 1";
       std::string_view before = flagText("training", !train);
       std::string_view after = flagText("training", train);
-      if (!train && p.increment != nullptr) {
-        Value& self = *p.increment->input("self")->arg.tensor();
-        rewriter.replaceUses(*p.increment->output(), self);
-        rewriter.eraseNode(*p.increment);
+      if (!train && !p.increments.empty()) {
+        // Last first: each one's output is read by the next.
+        for (auto it = p.increments.rbegin(); it != p.increments.rend(); ++it) {
+          Node& increment = **it;
+          rewriter.replaceUses(*increment.output(), *increment.input("self")->arg.tensor());
+          rewriter.eraseNode(increment);
+        }
         before = kCounted;
-      } else if (train && p.increment == nullptr && p.counter != nullptr) {
+      } else if (train && p.increments.empty() && p.counter != nullptr) {
         insertIncrement(rewriter, *p.site, *p.counter);
         after = kCounted;
       }

@@ -119,6 +119,28 @@ TEST(Passes, SwitchingOneProgramBackAndForthStaysExactAndDoesNotGrow) {
   EXPECT_EQ(printed(program->toJson()), train);
 }
 
+// torch writes one increment per call; a malformed program with two before one call loses
+// both going to eval (torch's eval export has none), and gets one back going to train.
+TEST(Passes, EvalErasesEveryIncrementOfASite) {
+  auto program = [](bool train, int increments) {
+    std::vector<TestNode> nodes;
+    std::string counter = "b_bn_num_batches_tracked";
+    for (int i = 0; i < increments; ++i) {
+      const std::string name = i == 0 ? "add_" : "add__" + std::to_string(i);
+      nodes.push_back({name, "aten.add_.Tensor",
+                       tensorInput("self", counter) + ", " + intInput("other", 1), "bn"});
+      counter = name;
+    }
+    nodes.push_back({"batch_norm", "aten.batch_norm.default", bnArgs("x", train), "bn"});
+    return makeProgram({"p_bn_weight", "p_bn_bias"},
+                       {"b_bn_running_mean", "b_bn_running_var", "b_bn_num_batches_tracked"},
+                       nodes, "batch_norm");
+  };
+  const std::string eval = switched(program(true, 2), Mode::kEval);
+  EXPECT_EQ(printed(eval), printed(program(false, 0)));
+  EXPECT_EQ(printed(switched(eval, Mode::kTrain)), printed(program(true, 1)));
+}
+
 TEST(Passes, BatchNormWithoutRunningStatsIsFixed) {
   const std::string json = makeProgram(
       {"p_bn_weight", "p_bn_bias"}, {},
