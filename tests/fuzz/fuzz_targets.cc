@@ -211,35 +211,35 @@ void checkSwitchedProgram(std::string_view data, Mode target, bool skip_open_fin
   }
   const std::string json =
       mustSucceed("toJson of a switched program", [&] { return program->toJson(); });
-  // Switched away and back in memory, the program reuses what the switch away erased. One
-  // round trip may normalize it (say, an RReLU's default arguments written anew), but a
-  // second must give the same program again, no larger.
+  // Switched away and back in memory twice, the program reuses what each switch away
+  // erased (run under the sanitizers here); it must still be valid, read back in the
+  // target mode and need no change to be there. (A malformed program need not come back
+  // byte for byte: increments the switch cannot attribute to a site may move or go.)
   {
     auto toggled = mustSucceed("parsing an accepted program again",
                                [&] { return Program::parse(data, kSourceName); });
     (void)mustSucceed("switching an accepted program again",
                       [&] { return switchMode(*toggled, target); });
     const Mode other = target == Mode::kEval ? Mode::kTrain : Mode::kEval;
-    auto roundTrip = [&] {
+    bool away = true;
+    for (int round = 0; round < 2 && away; ++round) {
       try {
         (void)switchMode(*toggled, other);  // may be refused (say, the functional IR)
       } catch (const Error&) {
-        return false;
+        away = false;
+        break;
       }
       (void)mustSucceed("switching back a program switched away",
                         [&] { return switchMode(*toggled, target); });
-      return true;
-    };
-    if (roundTrip()) {
-      const std::string once =
-          mustSucceed("toJson after a round trip", [&] { return toggled->toJson(); });
-      const std::size_t values = toggled->graph().valueCount();
-      if (!roundTrip()) finding("a second round trip through the other mode was refused");
-      if (mustSucceed("toJson after two round trips", [&] { return toggled->toJson(); }) != once)
-        finding("a program switched to " + name + " reads differently after a second round trip");
-      if (toggled->graph().valueCount() != values)
-        finding("a program switched back and forth grows");
     }
+    const std::string toggled_json =
+        mustSucceed("toJson after round trips", [&] { return toggled->toJson(); });
+    auto back = mustSucceed("parsing a program switched back and forth",
+                            [&] { return Program::parse(toggled_json, kSourceName); });
+    const SwitchReport settled = mustSucceed("switching a program switched back and forth",
+                                             [&] { return switchMode(*back, target); });
+    if (!settled.changes.empty())
+      finding("a program switched to " + name + " and back and forth is not in " + name);
   }
   // The repeated node field may only show in what was written (the reader's view of a
   // malformed input can differ from any simple scan of it).
