@@ -194,6 +194,18 @@ void Rewriter::eraseNode(Node& node) {
 }
 
 Node& Rewriter::insertBefore(Node& before, NewNode spec) {
+  // Output names are checked before anything changes: with one output the insertion into
+  // the name table below checks it, with more each is looked up first (and must differ
+  // from the others).
+  const auto& outputs = spec.tensor_outputs;
+  for (std::size_t i = 0; outputs.size() > 1 && i < outputs.size(); ++i) {
+    const std::string& name = outputs[i].first;
+    const bool repeated =
+        std::any_of(outputs.begin(), outputs.begin() + static_cast<std::ptrdiff_t>(i),
+                    [&](const auto& o) { return o.first == name; });
+    if (repeated || graph_.tryGetValue(name) != nullptr)
+      throw std::logic_error("value name '" + name + "' is already taken");
+  }
   // Built in a list of its own (a spare node of the graph, or a new one), spliced into the
   // graph once complete: a throw below leaves the graph as it was.
   Graph::NodeList holder;

@@ -143,6 +143,14 @@ TEST(Rewriter, ReusesErasedNodesAndFailedInsertionsChangeNothing) {
   const std::string with_neg = printGraph(graph);
   EXPECT_THROW(rewriter.insertBefore(dropout, neg("relu")), std::logic_error);  // name taken
   EXPECT_EQ(printGraph(graph), with_neg);
+  // With several outputs, a taken or repeated later name leaves the earlier ones unused.
+  for (const char* second : {"relu", "fresh"}) {
+    NewNode two = neg("fresh");
+    two.tensor_outputs.emplace_back(second, graph.getValue("relu").tensorMeta());
+    EXPECT_THROW(rewriter.insertBefore(dropout, std::move(two)), std::logic_error) << second;
+    EXPECT_EQ(graph.tryGetValue("fresh"), nullptr) << second;
+    EXPECT_EQ(printGraph(graph), with_neg) << second;
+  }
   EXPECT_EQ(printGraph(Program::parse(program->toJson(), "again.json")->graph()), with_neg);
 }
 
