@@ -152,11 +152,10 @@ class BatchNormPass final : public ModePass {
              SwitchReport& report) const override {
     Graph& graph = rewriter.graph();
     const bool train = target == Mode::kTrain;
-    const Site::State wanted = train ? Site::State::kTrain : Site::State::kEval;
+    const Site::State wanted = siteState(target);
     // Find every site's increment first, against the unchanged graph; then rewrite.
     struct Planned {
-      Site* found;
-      Node* site;
+      Site* site;
       Value* counter;
       Increments increments;
     };
@@ -180,11 +179,12 @@ class BatchNormPass final : public ModePass {
         previous = &node;
       }
       if (site.state == wanted) continue;
-      plan.push_back({&site, &rewriter.mutableNode(node), counter, std::move(increments)});
+      plan.push_back({&site, counter, std::move(increments)});
     }
     for (const Planned& p : plan) {
-      rewriter.setInput(*p.site, "training", rewriter.boolArg(train));
-      p.found->state = wanted;
+      Node& node = rewriter.mutableNode(*p.site->node);
+      rewriter.setInput(node, "training", rewriter.boolArg(train));
+      p.site->state = wanted;
       constexpr std::string_view kCounted = "training=True, num_batches_tracked += 1";
       std::string_view before = flagText("training", !train);
       std::string_view after = flagText("training", train);
@@ -197,17 +197,17 @@ class BatchNormPass final : public ModePass {
         }
         before = kCounted;
       } else if (train && p.increments.empty() && p.counter != nullptr) {
-        insertIncrement(rewriter, *p.site, *p.counter);
+        insertIncrement(rewriter, node, *p.counter);
         after = kCounted;
       }
-      if (train && numberArg(*p.site, "momentum") == 0.0) {
+      if (train && numberArg(node, "momentum") == 0.0) {
         report.notes.push_back(
-            "batch norm '" + p.site->modulePath() +
+            "batch norm '" + node.modulePath() +
             "' has momentum 0.0, so its running statistics will not change in training; "
             "BatchNorm(momentum=None) exports this way in eval mode, and its cumulative average "
             "cannot be expressed in the graph");
       }
-      report.changes.push_back(makeChange(rewriter, *p.site, before, after));
+      report.changes.push_back(makeChange(rewriter, node, before, after));
     }
     graph.renumber();
   }

@@ -26,6 +26,11 @@ std::string_view flagText(std::string_view flag, bool value);
 // skip such a node, so a switch never claims a mode it did not set.
 bool literalFlag(const Node& node, std::string_view name);
 
+// The state of a site switched to `mode`.
+inline Site::State siteState(Mode mode) {
+  return mode == Mode::kTrain ? Site::State::kTrain : Site::State::kEval;
+}
+
 // A normalization site (batch norm, instance norm): with running statistics its mode is the
 // literal `flag`; without them it is fixed.
 Site normSite(const Node& node, bool tracks_running_stats, std::string_view flag,

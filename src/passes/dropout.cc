@@ -42,7 +42,7 @@ class DropoutPass final : public ModePass {
   void apply(Rewriter& rewriter, Mode target, std::span<Site> sites,
              SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
-    const Site::State wanted = train ? Site::State::kTrain : Site::State::kEval;
+    const Site::State wanted = siteState(target);
     for (Site& site : sites) {
       if (site.state == wanted) continue;
       Node& node = rewriter.mutableNode(*site.node);

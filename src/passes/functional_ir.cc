@@ -13,6 +13,7 @@
 #include "exmode/error.h"
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
+#include "passes/change.h"
 
 namespace exmode::passes {
 
@@ -68,7 +69,7 @@ class FunctionalIrPass final : public ModePass {
   }
 
   void apply(Rewriter&, Mode target, std::span<Site> sites, SwitchReport&) const override {
-    const Site::State wanted = target == Mode::kTrain ? Site::State::kTrain : Site::State::kEval;
+    const Site::State wanted = siteState(target);
     for (const Site& site : sites) {
       if (site.state == Site::State::kFixed || site.state == wanted) continue;
       throw Error(ErrorKind::kUnsupported,

@@ -45,7 +45,7 @@ class InstanceNormPass final : public ModePass {
   void apply(Rewriter& rewriter, Mode target, std::span<Site> sites,
              SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
-    const Site::State wanted = train ? Site::State::kTrain : Site::State::kEval;
+    const Site::State wanted = siteState(target);
     for (Site& site : sites) {
       if (site.state == Site::State::kFixed || site.state == wanted) continue;
       Node& node = rewriter.mutableNode(*site.node);
