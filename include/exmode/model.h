@@ -51,6 +51,7 @@ class Model {
     std::string record;  // relative record name, "models/<name>.json"
     std::unique_ptr<Program> program;
     bool modified = false;
+    SwitchCache sites;  // what the last switch found, for the next one
   };
   std::vector<SwitchReport> switchAll(Mode target);
   const Entry& entry(std::string_view name) const;

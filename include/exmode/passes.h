@@ -2,6 +2,7 @@
 // src/passes/, registered in one explicit list (src/passes/registry.cc).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -84,11 +85,26 @@ std::vector<Site> collectSites(const Graph& graph);
 std::vector<Site> collectSites(const Program& program);
 ProgramMode detectMode(const std::vector<Site>& sites);
 
+// The sites one switch of a program found, kept for its next switch. A switch changes no
+// site but its state, which the passes keep current; so while the program changes only
+// through switches (its graph's id() and version() are those recorded here), these are what
+// collecting the sites again would give. Anything else that changes the graph makes the
+// next switch collect them anew. Model keeps one per program: toggling a loaded model
+// between modes matches its graph once.
+struct SwitchCache {
+  std::uint64_t graph_id = 0;  // the graph's id() (0: nothing kept) and version() after the
+  std::uint64_t version = 0;   // switch
+  std::vector<Site> sites;     // every pass's sites, pass after pass
+  std::vector<std::size_t> pass_sites;  // where each pass's sites start, then the end
+};
+
 // Moves every site of `program` to `target`. Idempotent: a program already in `target` is
 // left unchanged and the report lists no change. The result is verified when it is written
 // (Program::toJson). Errors (a node exmode cannot switch) are raised before anything
 // changes: every pass's sites are collected first, and functional_ir, which refuses
-// programs, runs first.
-SwitchReport switchMode(Program& program, Mode target, std::string program_name = {});
+// programs, runs first. With a `cache`, sites it holds for this program's current graph
+// are used instead of collected, and the sites of this switch are kept in it.
+SwitchReport switchMode(Program& program, Mode target, std::string program_name = {},
+                        SwitchCache* cache = nullptr);
 
 }  // namespace exmode

@@ -233,6 +233,11 @@ class Graph {
   void releaseErased();
   // A fresh value name `base`, `base_1`, `base_2`, ... not used in the graph.
   std::string freshName(std::string_view base) const;
+  // Data derived from a graph (a switch's sites, see SwitchCache) is current while the
+  // graph's id() and version() are those it was derived at. No two graphs of a process share
+  // an id; the version grows with every change the rewriter makes.
+  std::uint64_t id() const { return id_; }
+  std::uint64_t version() const { return version_; }
 
  private:
   friend class ProgramReader;
@@ -241,6 +246,11 @@ class Graph {
   void indexInputSpecs() const;
   // Storage for a value a rewrite defines: a recycled slot, or a new one.
   Value& newValue();
+  // Marks the graph changed (a new version()).
+  void touch() { ++version_; }
+  static std::uint64_t newId();
+  std::uint64_t id_ = newId();
+  std::uint64_t version_ = 0;
   NodeList nodes_;
   std::vector<Argument> inputs_;
   std::vector<Argument> outputs_;

@@ -112,22 +112,41 @@ std::vector<Site> collectSites(const Program& program) {
   });
 }
 
-SwitchReport switchMode(Program& program, Mode target, std::string program_name) {
+namespace {
+
+// Every pass's sites at SiteDetail::kState, pass after pass, and where each pass's start.
+void collectPassSites(const Program& program, std::vector<Site>& sites,
+                      std::vector<std::size_t>& pass_sites) {
+  refuseNestedSites(program.graph());
+  for (const ModePass* pass : modePasses()) {
+    pass_sites.push_back(sites.size());
+    pass->collectSites(program.graph(), sites, SiteDetail::kState);
+  }
+  pass_sites.push_back(sites.size());
+}
+
+}  // namespace
+
+SwitchReport switchMode(Program& program, Mode target, std::string program_name,
+                        SwitchCache* cache) {
   return namingTheProgram(program, [&] {
-    refuseNestedSites(program.graph());
     SwitchReport report;
     report.program = std::move(program_name);
     // Every site's state first, before anything changes: a node a pass cannot switch
     // throws here, leaving the program untouched. Graph order does not matter for the mode.
-    const auto& passes = modePasses();
     std::vector<Site> sites;
     std::vector<std::size_t> pass_sites;  // where each pass's sites start
-    for (const ModePass* pass : passes) {
-      pass_sites.push_back(sites.size());
-      pass->collectSites(program.graph(), sites, SiteDetail::kState);
+    Graph& graph = program.graph();
+    if (cache != nullptr && cache->graph_id == graph.id() && cache->version == graph.version()) {
+      sites = std::move(cache->sites);
+      pass_sites = std::move(cache->pass_sites);
+    } else {
+      collectPassSites(program, sites, pass_sites);
     }
-    pass_sites.push_back(sites.size());
+    // Kept again only once this switch is through: one that throws half-way leaves none.
+    if (cache != nullptr) *cache = {};
     report.before = detectMode(sites);
+    const auto& passes = modePasses();
     rewrite::Rewriter rewriter(program);
     std::vector<std::size_t> runs;
     for (std::size_t i = 0; i < passes.size(); ++i) {
@@ -135,13 +154,19 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name)
       const std::span<Site> own(sites.data() + pass_sites[i], pass_sites[i + 1] - pass_sites[i]);
       passes[i]->apply(rewriter, target, own, report);
     }
-    program.graph().renumber();
-    program.graph().releaseErased();
+    graph.renumber();
+    graph.releaseErased();
     mergeByGraphOrder(report.changes, runs);
     // The mode reached: each pass set the state of every site it moved. Matching the whole
     // graph again would cost as much as the switch; the passes' tests check that what they
     // report is what they did.
     report.after = detectMode(sites);
+    if (cache != nullptr) {
+      *cache = {.graph_id = graph.id(),
+                .version = graph.version(),
+                .sites = std::move(sites),
+                .pass_sites = std::move(pass_sites)};
+    }
     return report;
   });
 }

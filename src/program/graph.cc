@@ -1,6 +1,7 @@
 // Read-only queries on the IR: arguments, nodes, values and the graph's indexes.
 #include <absl/strings/string_view.h>
 
+#include <atomic>
 #include <charconv>
 #include <stdexcept>
 
@@ -253,6 +254,11 @@ Value& Graph::newValue() {
   Value& value = *free_values_.back();
   free_values_.pop_back();
   return value;
+}
+
+std::uint64_t Graph::newId() {
+  static std::atomic<std::uint64_t> last_id{0};
+  return last_id.fetch_add(1, std::memory_order_relaxed) + 1;
 }
 
 void Graph::renumber() {

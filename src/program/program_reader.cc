@@ -28,19 +28,54 @@ namespace od = simdjson::ondemand;
 
 namespace {
 
-// Argument kinds of schema 8.x whose payload holds no value reference.
-constexpr std::array<std::string_view, 17> kPlainKinds = {
-    "as_none",      "as_int",         "as_ints",        "as_float",         "as_floats",
-    "as_string",    "as_strings",     "as_scalar_type", "as_memory_format", "as_layout",
-    "as_device",    "as_bool",        "as_bools",       "as_operator",      "as_complex",
-    "as_int_lists", "as_float_lists",
+// The argument kinds of schema 8.x, and whether their payload holds no value reference.
+// A kind read from the document is replaced by the view of this table's entry: passes test
+// kinds on every site they visit, and this table stays in cache where the document's text
+// of a large program does not.
+struct KnownKind {
+  std::string_view name;
+  bool plain;
 };
+constexpr std::array<KnownKind, 31> kKnownKinds = {{
+    {"as_tensor", false},
+    {"as_none", true},
+    {"as_bool", true},
+    {"as_int", true},
+    {"as_float", true},
+    {"as_optional_tensor", false},
+    {"as_tensors", false},
+    {"as_ints", true},
+    {"as_floats", true},
+    {"as_string", true},
+    {"as_strings", true},
+    {"as_scalar_type", true},
+    {"as_memory_format", true},
+    {"as_layout", true},
+    {"as_device", true},
+    {"as_bools", true},
+    {"as_operator", true},
+    {"as_complex", true},
+    {"as_int_lists", true},
+    {"as_float_lists", true},
+    {"as_sym_int", false},
+    {"as_sym_float", false},
+    {"as_sym_bool", false},
+    {"as_sym_ints", false},
+    {"as_sym_floats", false},
+    {"as_sym_bools", false},
+    {"as_nested_tensors", false},
+    {"as_optional_tensors", false},
+    {"as_custom_obj", false},
+    {"as_string_to_argument", false},
+    {"as_graph", false},
+}};
 
-bool isPlainKind(std::string_view kind) {
-  for (std::string_view k : kPlainKinds) {
-    if (k == kind) return true;
+// The table's entry for `kind`, or null for a kind this build does not know.
+const KnownKind* knownKind(std::string_view kind) {
+  for (const KnownKind& k : kKnownKinds) {
+    if (k.name == kind) return &k;
   }
-  return false;
+  return nullptr;
 }
 
 bool isSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
@@ -560,6 +595,17 @@ class ProgramReader {
 
   // Targets repeat across nodes: one view per distinct target keeps by-target maps small.
   std::string_view internTarget(std::string_view target) { return *targets_.insert(target).first; }
+  // Input names are few ("input", "weight", "training", ...) and passes compare them on
+  // every site: each is kept once, in the program's arena, so those compares stay in cache.
+  std::string_view internName(std::string_view name) {
+    auto [it, fresh] = input_names_.insert(name);
+    if (fresh) {
+      const std::string_view kept = program_.keep(name);
+      input_names_.erase(it);
+      it = input_names_.insert(kept).first;
+    }
+    return *it;
+  }
 
   void readMetadata(Node& n, od::value v, std::size_t index) {
     const char* begin = start(v);
@@ -581,7 +627,7 @@ class ProgramReader {
         [&](std::string_view k, od::value field) {
           if (k == "name") {
             once(seen_name, Where{&n, index, "input"}, k);
-            named.name = string(field, "input name");
+            named.name = internName(string(field, "input name"));
           } else if (k == "arg") {
             once(seen_arg, Where{&n, index, "input", named.name}, k);
             named.arg = readArgument(field, Where{&n, index, "input", named.name}, Role::kUse, 0);
@@ -619,8 +665,9 @@ class ProgramReader {
     fields(object(v, where), "an argument", [&](std::string_view k, od::value payload) {
       if (seen) fail(describe(where) + ": an argument must have exactly one kind");
       seen = true;
-      arg.kind = k;
-      readPayload(arg, payload, where, role, depth);
+      const KnownKind* known = knownKind(k);
+      arg.kind = known != nullptr ? known->name : k;
+      readPayload(arg, payload, known != nullptr && known->plain, where, role, depth);
     });
     if (!seen) fail(describe(where) + ": an argument must have exactly one kind, found none");
     arg.source = spanFrom(begin);
@@ -633,10 +680,16 @@ class ProgramReader {
     Refs& refs;
   };
 
-  void readPayload(Argument& arg, od::value payload, const Where& where, Role role, int depth) {
+  void readPayload(Argument& arg, od::value payload, bool plain, const Where& where, Role role,
+                   int depth) {
     const std::string_view kind = arg.kind;
-    if (isPlainKind(kind)) {
+    if (plain) {
       arg.payload.text = raw(payload);
+      // Literal flags are what passes read on every site: kept as static text, like kinds.
+      if (kind == "as_bool") {
+        if (arg.payload.text == "true") arg.payload.text = "true";
+        if (arg.payload.text == "false") arg.payload.text = "false";
+      }
       return;
     }
     const char* begin = start(payload);
@@ -962,6 +1015,7 @@ class ProgramReader {
   std::vector<NamedArgument> input_scratch_;  // readNode's inputs, before they are sized
   absl::flat_hash_set<std::string_view> declared_symbols_;
   absl::flat_hash_set<std::string_view> targets_;
+  absl::flat_hash_set<std::string_view> input_names_;
   std::vector<Pending> pending_;
   std::size_t next_defined_ = 0;  // tensor_values: the value the next entry likely names
   Value* hint_ = nullptr;         // the value the reference being read likely names

@@ -26,15 +26,13 @@ Argument plain(std::string_view kind, RawJson text) {
 }  // namespace
 
 Argument Rewriter::tensorArg(Value& value) {
-  // Built in a reused buffer: keep() copies it into the program's arena.
-  thread_local std::string text;
-  text = "{\"name\": ";
-  const auto offset = static_cast<std::uint32_t>(text.size());
-  json::appendString(text, value.name());
-  const auto length = static_cast<std::uint32_t>(text.size()) - offset;
-  text += '}';
-  Argument arg = plain("as_tensor", program_.keep(text));
-  arg.payload.refs.push_back({&value, offset, length});
+  // The name token is a reference: the writer puts the value's current name in its place,
+  // so every tensor argument shares this one text and a rewrite keeps no new text.
+  static constexpr std::string_view kText = "{\"name\": \"\"}";
+  constexpr std::uint32_t kNameOffset = 9;  // the opening quote of ""
+  static_assert(kText.substr(kNameOffset, 2) == "\"\"");
+  Argument arg = plain("as_tensor", kText);
+  arg.payload.refs.push_back({&value, kNameOffset, 2});
   return arg;
 }
 
@@ -43,6 +41,9 @@ Argument Rewriter::boolArg(bool value) { return plain("as_bool", value ? "true" 
 Argument Rewriter::noneArg() { return plain("as_none", "true"); }
 
 Argument Rewriter::intArg(std::int64_t value) {
+  // Small counts and flags (an increment's 1) are static text: no arena growth per rewrite.
+  static constexpr std::string_view kSmall[] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+  if (value >= 0 && value < 10) return plain("as_int", kSmall[value]);
   char text[24];
   const auto end = std::to_chars(text, text + sizeof text, value).ptr;
   return plain("as_int", program_.keep({text, static_cast<std::size_t>(end - text)}));
@@ -62,6 +63,7 @@ void Rewriter::dropUse(Value& value, const Node& user) {
 }
 
 void Rewriter::setInput(Node& node, std::string_view input_name, Argument arg) {
+  graph_.touch();
   for (NamedArgument& in : node.inputs_) {
     if (in.name != input_name) continue;
     node.source_ = {};
@@ -76,6 +78,7 @@ void Rewriter::setInput(Node& node, std::string_view input_name, Argument arg) {
 }
 
 void Rewriter::removeInput(Node& node, std::string_view input_name) {
+  graph_.touch();
   for (auto it = node.inputs_.begin(); it != node.inputs_.end(); ++it) {
     if (it->name != input_name) continue;
     for (const Ref& ref : it->arg.payload.refs) dropUse(*ref.value, node);
@@ -86,6 +89,7 @@ void Rewriter::removeInput(Node& node, std::string_view input_name) {
 }
 
 void Rewriter::insertInput(Node& node, NamedArgument input, std::string_view before) {
+  graph_.touch();
   auto at = std::find_if(node.inputs_.begin(), node.inputs_.end(),
                          [&](const NamedArgument& in) { return in.name == before; });
   for (const Ref& ref : input.arg.payload.refs) addUse(*ref.value, node);
@@ -97,6 +101,7 @@ void Rewriter::insertInput(Node& node, NamedArgument input, std::string_view bef
 
 void Rewriter::setMetadataField(Node& node, std::string_view key,
                                 std::optional<std::string> value) {
+  graph_.touch();
   // Metadata is a flat dict[str, str]: change the one member; the writer writes the object
   // from its members once its source text is dropped.
   RawJson text;
@@ -123,6 +128,7 @@ void Rewriter::setMetadataField(Node& node, std::string_view key,
 }
 
 void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
+  graph_.touch();
   // A copy: the loop moves uses off `from`. Values have few users; kept inline.
   absl::InlinedVector<Node*, 4> users(from.users_.begin(), from.users_.end());
   std::sort(users.begin(), users.end());
@@ -169,6 +175,7 @@ bool Rewriter::isGraphOutput(const Value& value) const {
 }
 
 void Rewriter::eraseNode(Node& node) {
+  graph_.touch();
   for (const Argument& out : node.outputs_) {
     for (const Ref& ref : out.payload.refs) {
       if (!ref.value->users_.empty() || isGraphOutput(*ref.value)) {
@@ -194,6 +201,7 @@ void Rewriter::eraseNode(Node& node) {
 }
 
 Node& Rewriter::insertBefore(Node& before, NewNode spec) {
+  graph_.touch();
   // Output names are checked before anything changes: with one output the insertion into
   // the name table below checks it, with more each is looked up first (and must differ
   // from the others).
@@ -267,6 +275,7 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
 }
 
 void Rewriter::addBufferMutation(Value& value, std::string_view buffer_name) {
+  graph_.touch();
   std::size_t index = 0;
   while (index < graph_.output_specs_.size() && graph_.output_specs_[index].kind != "user_output") {
     ++index;
@@ -287,6 +296,7 @@ void Rewriter::addBufferMutation(Value& value, std::string_view buffer_name) {
 }
 
 void Rewriter::removeOutput(std::size_t index) {
+  graph_.touch();
   const auto at = static_cast<std::ptrdiff_t>(index);
   graph_.outputs_.erase(graph_.outputs_.begin() + at);
   graph_.output_specs_.erase(graph_.output_specs_.begin() + at);

@@ -5,6 +5,7 @@
 
 #include "exmode/error.h"
 #include "exmode/program.h"
+#include "exmode/rewrite.h"
 #include "test_programs.h"
 
 namespace exmode {
@@ -117,6 +118,57 @@ TEST(Passes, SwitchingOneProgramBackAndForthStaysExactAndDoesNotGrow) {
     EXPECT_EQ(program->graph().valueCount(), values) << "after " << i + 1 << " round trips";
   }
   EXPECT_EQ(printed(program->toJson()), train);
+}
+
+// A switch that reuses the sites its cache kept gives what one that collects them gives:
+// the same program and the same report, every time.
+TEST(Passes, SwitchesWithACacheMatchSwitchesWithout) {
+  for (const std::string& json : {calledTwice(true), testing::bnDropoutTrainProgram()}) {
+    const auto cached = Program::parse(json, "t.json");
+    const auto fresh = Program::parse(json, "t.json");
+    SwitchCache cache;
+    int i = 0;
+    // Repeats too: a switch to the mode a program is in changes nothing and keeps the sites.
+    for (Mode mode : {Mode::kEval, Mode::kEval, Mode::kTrain, Mode::kTrain, Mode::kEval,
+                      Mode::kTrain, Mode::kEval}) {
+      ++i;
+      const SwitchReport a = switchMode(*cached, mode, "m", &cache);
+      const SwitchReport b = switchMode(*fresh, mode, "m");
+      EXPECT_NE(cache.graph_id, 0u) << "the switch kept its sites";
+      EXPECT_EQ(a.before, b.before);
+      EXPECT_EQ(a.after, b.after);
+      ASSERT_EQ(a.changes.size(), b.changes.size());
+      for (std::size_t k = 0; k < a.changes.size(); ++k) {
+        EXPECT_EQ(a.changes[k].node, b.changes[k].node);
+        EXPECT_EQ(a.changes[k].before, b.changes[k].before);
+        EXPECT_EQ(a.changes[k].after, b.changes[k].after);
+      }
+      EXPECT_EQ(cached->toJson(), fresh->toJson()) << "switch " << i;
+    }
+  }
+}
+
+// Sites kept for a graph that changed since (here: a flag set by another rewrite) are not
+// used: the next switch collects them again and sees the change.
+TEST(Passes, ACacheIsNotUsedOnceTheGraphChangedOtherwise) {
+  const auto program = Program::parse(testing::bnDropoutTrainProgram(), "t.json");
+  SwitchCache cache;
+  switchMode(*program, Mode::kEval, "m", &cache);
+  {
+    rewrite::Rewriter rewriter(*program);
+    for (const auto& node : program->graph().nodes()) {
+      if (node->target() == "torch.ops.aten.dropout.default")
+        rewriter.setInput(*node, "train", rewriter.boolArg(true));
+    }
+  }
+  const SwitchReport report = switchMode(*program, Mode::kEval, "m", &cache);
+  EXPECT_EQ(report.before, ProgramMode::kMixed);
+  ASSERT_EQ(report.changes.size(), 1u);
+  EXPECT_EQ(report.changes[0].op, "aten.dropout.default");
+  EXPECT_EQ(program->toJson(), switched(testing::bnDropoutTrainProgram(), Mode::kEval));
+  // Nor is a cache kept for another program, even one read from the same text.
+  const auto other = Program::parse(testing::bnDropoutTrainProgram(), "t.json");
+  EXPECT_EQ(switchMode(*other, Mode::kEval, "m", &cache).changes.size(), 2u);
 }
 
 // torch writes one increment per call; a malformed program with two before one call loses
