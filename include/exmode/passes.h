@@ -30,6 +30,13 @@ struct Site {
   std::optional<double> p;         // dropout probability
   std::optional<double> momentum;  // batch-norm momentum
   std::optional<double> eps;       // batch-norm eps
+  // Where the node's mode flag was among its inputs: a hint for Rewriter::setInput.
+  std::size_t flag_input = 0;
+  // Batch norm: the counters the site's increment may be on (see batch_norm.cc), looked up
+  // on the site's first switch. A switch changes no graph input, so they stay right for as
+  // long as the site is kept (SwitchCache).
+  absl::InlinedVector<Value*, 2> counters;
+  bool counters_known = false;
 };
 std::string_view siteStateName(Site::State state);
 

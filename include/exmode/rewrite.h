@@ -47,8 +47,9 @@ class Rewriter {
   Argument intArg(std::int64_t value);
   Argument floatArg(double value);
 
-  // Replaces the payload of a named input (which must exist) with `arg`.
-  void setInput(Node& node, std::string_view input_name, Argument arg);
+  // Replaces the payload of a named input (which must exist) with `arg`. `hint`: where the
+  // input is likely to be (Site::flag_input), looked at first.
+  void setInput(Node& node, std::string_view input_name, Argument arg, std::size_t hint = 0);
   // Removes a named input (so it takes its schema default); no-op when absent.
   void removeInput(Node& node, std::string_view input_name);
   // Inserts a named input before the input named `before` (appends if absent).

@@ -160,17 +160,20 @@ class BatchNormPass final : public ModePass {
       Increments increments;
     };
     std::vector<Planned> plan;
+    plan.reserve(sites.size());
     // The last site seen on each counter, by value index (a dense side table).
     std::vector<const Node*> previous_site(graph.valueCount(), nullptr);
     for (Site& site : sites) {
       if (site.state == Site::State::kFixed) continue;  // no running statistics
       const Node& node = *site.node;
       // The increment, on whichever candidate counter has one; a new one goes on the first.
-      const auto candidates =
-          counterCandidates(graph, node, *node.input("running_mean")->arg.tensor());
-      Value* counter = candidates.empty() ? nullptr : candidates.front();
+      if (!site.counters_known) {
+        site.counters = counterCandidates(graph, node, *node.input("running_mean")->arg.tensor());
+        site.counters_known = true;
+      }
+      Value* counter = site.counters.empty() ? nullptr : site.counters.front();
       Increments increments;
-      for (Value* candidate : candidates) {
+      for (Value* candidate : site.counters) {
         const Node*& previous = previous_site[candidate->index()];
         if (increments.empty()) {
           increments = incrementsOf(*candidate, node, previous);
@@ -183,7 +186,7 @@ class BatchNormPass final : public ModePass {
     }
     for (const Planned& p : plan) {
       Node& node = rewriter.mutableNode(*p.site->node);
-      rewriter.setInput(node, "training", rewriter.boolArg(train));
+      rewriter.setInput(node, "training", rewriter.boolArg(train), p.site->flag_input);
       p.site->state = wanted;
       constexpr std::string_view kCounted = "training=True, num_batches_tracked += 1";
       std::string_view before = flagText("training", !train);
@@ -200,7 +203,9 @@ class BatchNormPass final : public ModePass {
         insertIncrement(rewriter, node, *p.counter);
         after = kCounted;
       }
-      if (train && numberArg(node, "momentum") == 0.0) {
+      // Kept with the site: a switch does not change momentum.
+      if (train && !p.site->momentum) p.site->momentum = numberArg(node, "momentum");
+      if (train && p.site->momentum == 0.0) {
         report.notes.push_back(
             "batch norm '" + node.modulePath() +
             "' has momentum 0.0, so its running statistics will not change in training; "

@@ -38,16 +38,22 @@ std::string_view flagText(std::string_view flag, bool value) {
   throw std::logic_error("no report text for flag '" + std::string(flag) + "'");
 }
 
+Site flagSite(const Node& node, std::string_view flag) {
+  Site site{.node = &node,
+            .state = literalFlag(node, flag) ? Site::State::kTrain : Site::State::kEval};
+  site.flag_input = static_cast<std::size_t>(node.input(flag) - node.inputs().data());
+  return site;
+}
+
 Site normSite(const Node& node, bool tracks_running_stats, std::string_view flag,
               SiteDetail detail) {
-  Site::State state = Site::State::kFixed;
-  if (tracks_running_stats)
-    state = literalFlag(node, flag) ? Site::State::kTrain : Site::State::kEval;
-  if (detail == SiteDetail::kState) return {.node = &node, .state = state};
-  return {.node = &node,
-          .state = state,
-          .momentum = numberArg(node, "momentum"),
-          .eps = numberArg(node, "eps")};
+  Site site{.node = &node};
+  if (tracks_running_stats) site = flagSite(node, flag);
+  if (detail == SiteDetail::kFull) {
+    site.momentum = numberArg(node, "momentum");
+    site.eps = numberArg(node, "eps");
+  }
+  return site;
 }
 
 }  // namespace exmode::passes

@@ -26,6 +26,9 @@ std::string_view flagText(std::string_view flag, bool value);
 // skip such a node, so a switch never claims a mode it did not set.
 bool literalFlag(const Node& node, std::string_view name);
 
+// A site whose mode is the literal bool input `flag` (see literalFlag), with where the flag is.
+Site flagSite(const Node& node, std::string_view flag);
+
 // The state of a site switched to `mode`.
 inline Site::State siteState(Mode mode) {
   return mode == Mode::kTrain ? Site::State::kTrain : Site::State::kEval;

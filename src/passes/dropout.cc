@@ -32,10 +32,8 @@ class DropoutPass final : public ModePass {
   void collectSites(const Graph& graph, std::vector<Site>& sites,
                     SiteDetail detail) const override {
     for (const Match& m : matchAll(graph, dropoutPattern())) {
-      sites.push_back(
-          {.node = m.root,
-           .state = literalFlag(*m.root, "train") ? Site::State::kTrain : Site::State::kEval,
-           .p = detail == SiteDetail::kFull ? numberArg(*m.root, "p") : std::nullopt});
+      Site& site = sites.emplace_back(flagSite(*m.root, "train"));
+      if (detail == SiteDetail::kFull) site.p = numberArg(*m.root, "p");
     }
   }
 
@@ -46,7 +44,7 @@ class DropoutPass final : public ModePass {
     for (Site& site : sites) {
       if (site.state == wanted) continue;
       Node& node = rewriter.mutableNode(*site.node);
-      rewriter.setInput(node, "train", rewriter.boolArg(train));
+      rewriter.setInput(node, "train", rewriter.boolArg(train), site.flag_input);
       site.state = wanted;
       report.changes.push_back(
           makeChange(rewriter, node, flagText("train", !train), flagText("train", train)));

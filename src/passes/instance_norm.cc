@@ -49,7 +49,7 @@ class InstanceNormPass final : public ModePass {
     for (Site& site : sites) {
       if (site.state == Site::State::kFixed || site.state == wanted) continue;
       Node& node = rewriter.mutableNode(*site.node);
-      rewriter.setInput(node, "use_input_stats", rewriter.boolArg(train));
+      rewriter.setInput(node, "use_input_stats", rewriter.boolArg(train), site.flag_input);
       site.state = wanted;
       report.changes.push_back(makeChange(rewriter, node, flagText("use_input_stats", !train),
                                           flagText("use_input_stats", train)));

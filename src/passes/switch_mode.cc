@@ -149,6 +149,7 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
     const auto& passes = modePasses();
     rewrite::Rewriter rewriter(program);
     std::vector<std::size_t> runs;
+    report.changes.reserve(sites.size());
     for (std::size_t i = 0; i < passes.size(); ++i) {
       runs.push_back(report.changes.size());
       const std::span<Site> own(sites.data() + pass_sites[i], pass_sites[i + 1] - pass_sites[i]);

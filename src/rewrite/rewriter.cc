@@ -62,19 +62,23 @@ void Rewriter::dropUse(Value& value, const Node& user) {
   if (it != value.users_.end()) value.users_.erase(it);
 }
 
-void Rewriter::setInput(Node& node, std::string_view input_name, Argument arg) {
+void Rewriter::setInput(Node& node, std::string_view input_name, Argument arg, std::size_t hint) {
   graph_.touch();
-  for (NamedArgument& in : node.inputs_) {
-    if (in.name != input_name) continue;
-    node.source_ = {};
-    in.source = {};
-    for (const Ref& ref : in.arg.payload.refs) dropUse(*ref.value, node);
-    for (const Ref& ref : arg.payload.refs) addUse(*ref.value, node);
-    in.arg = std::move(arg);
-    return;
+  auto& inputs = node.inputs_;
+  // Input names are interned (ProgramReader): comparing them stays in cache, and the hint
+  // spares reading the inputs before it.
+  std::size_t at = hint < inputs.size() && inputs[hint].name == input_name ? hint : 0;
+  while (at < inputs.size() && inputs[at].name != input_name) ++at;
+  if (at == inputs.size()) {
+    throw std::logic_error("node '" + std::string(node.name()) + "' has no input '" +
+                           std::string(input_name) + "' to set");
   }
-  throw std::logic_error("node '" + std::string(node.name()) + "' has no input '" +
-                         std::string(input_name) + "' to set");
+  NamedArgument& in = inputs[at];
+  node.source_ = {};
+  in.source = {};
+  for (const Ref& ref : in.arg.payload.refs) dropUse(*ref.value, node);
+  for (const Ref& ref : arg.payload.refs) addUse(*ref.value, node);
+  in.arg = std::move(arg);
 }
 
 void Rewriter::removeInput(Node& node, std::string_view input_name) {
