@@ -211,22 +211,12 @@ const std::vector<Node*>& Graph::nodesWithTarget(std::string_view target) const 
 }
 
 void Graph::releaseErased() {
-  if (by_target_valid_ && by_target_has_erased_) {
-    for (auto& [key, nodes] : by_target_) {
-      std::erase_if(nodes, [](const Node* n) { return n->erased_; });
-    }
-  }
-  by_target_has_erased_ = false;  // an invalid index is rebuilt from the live nodes
-  for (auto& node : erased_nodes_) {
-    // Emptied, keeping the capacity of its argument lists for the node that reuses it.
-    auto inputs = std::move(node->inputs_);
-    auto outputs = std::move(node->outputs_);
-    inputs.clear();
-    outputs.clear();
-    *node = Node();
-    node->inputs_ = std::move(inputs);
-    node->outputs_ = std::move(outputs);
-  }
+  // The target index holds erased nodes: rebuilt when next asked for (filtering it here
+  // would read every indexed node, and a switch whose sites are kept does not ask).
+  if (by_target_has_erased_) by_target_valid_ = false;
+  by_target_has_erased_ = false;
+  // Kept as they are: the rewriter sets every field of a node it reuses (keeping the
+  // capacity of its argument lists), which touches each node once instead of twice.
   spare_nodes_.splice(spare_nodes_.end(), erased_nodes_);
   // A graph that shrank for good keeps only a bounded reserve.
   constexpr std::size_t kMaxSpareNodes = 1 << 16;

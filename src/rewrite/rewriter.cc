@@ -227,6 +227,14 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
     holder.splice(holder.begin(), graph_.spare_nodes_, graph_.spare_nodes_.begin());
   }
   Node& node = *holder.front();
+  // A reused node still holds what it held when erased: every field is set here.
+  node.name_ = {};
+  node.outputs_.clear();
+  node.metadata_ = {};
+  node.source_ = {};
+  node.module_path_ = {};
+  node.module_path_known_ = false;
+  node.erased_ = false;
   node.target_ = spec.target;
   node.inputs_.assign(std::make_move_iterator(spec.inputs.begin()),
                       std::make_move_iterator(spec.inputs.end()));
@@ -257,7 +265,8 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
     for (const Ref& ref : in.arg.payload.refs) addUse(*ref.value, node);
   }
   // Numbered between its neighbours when they leave a gap, else renumbered later. The
-  // target index takes the node in place while orders are valid, else is rebuilt.
+  // target index is rebuilt when next asked for: keeping it sorted here cost a binary search
+  // over nodes spread through memory per insertion, and only collecting sites reads it.
   const std::size_t previous =
       before.self_ == graph_.nodes_.begin() ? 0 : (*std::prev(before.self_))->order_;
   node.self_ = holder.begin();
@@ -268,13 +277,7 @@ Node& Rewriter::insertBefore(Node& before, NewNode spec) {
     node.order_ = before.order_;
     graph_.order_stale_ = true;
   }
-  if (graph_.by_target_valid_ && !graph_.order_stale_) {
-    std::vector<Node*>& same = graph_.by_target_[node.target_];
-    auto by_order = [](const Node* a, const Node* b) { return a->order_ < b->order_; };
-    same.insert(std::upper_bound(same.begin(), same.end(), &node, by_order), &node);
-  } else {
-    graph_.by_target_valid_ = false;
-  }
+  graph_.by_target_valid_ = false;
   return node;
 }
 
