@@ -62,7 +62,7 @@ class Rewriter {
   // Removes a node whose outputs have no users. Invalidates references to the node.
   void eraseNode(Node& node);
   // Inserts a node before `before` and returns it. Output names must be fresh.
-  Node& insertBefore(Node& before, NewNode spec);
+  Node& insertBefore(Node& before, NewNode&& spec);
 
   // Signature changes go with the graph outputs they describe.
   // Appends a `buffer_mutation` output (placed before the user outputs, as torch orders them).

@@ -223,9 +223,10 @@ class BatchNormPass final : public ModePass {
     Value& latest = *counterValueBefore(counter, site);
     NewNode increment;
     increment.target = "torch.ops.aten.add_.Tensor";
-    increment.inputs = {{"self", rewriter.tensorArg(latest), "1"},
-                        {"other", rewriter.intArg(1), "1"}};
-    increment.tensor_outputs = {{graph.freshName("add_"), counter.tensorMeta()}};
+    // Built in place: a NamedArgument is large, and a switch inserts one increment per site.
+    increment.inputs.push_back({"self", rewriter.tensorArg(latest), "1"});
+    increment.inputs.push_back({"other", rewriter.intArg(1), "1"});
+    increment.tensor_outputs.emplace_back(graph.freshName("add_"), counter.tensorMeta());
     increment.metadata = incrementMetadata(site);
     Node& added = rewriter.insertBefore(site, std::move(increment));
     rewriter.replaceUses(latest, *added.output(), &site);

@@ -204,7 +204,7 @@ void Rewriter::eraseNode(Node& node) {
   graph_.erased_nodes_.splice(graph_.erased_nodes_.end(), graph_.nodes_, node.self_);
 }
 
-Node& Rewriter::insertBefore(Node& before, NewNode spec) {
+Node& Rewriter::insertBefore(Node& before, NewNode&& spec) {
   graph_.touch();
   // Output names are checked before anything changes: with one output the insertion into
   // the name table below checks it, with more each is looked up first (and must differ
