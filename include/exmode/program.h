@@ -214,8 +214,9 @@ class Graph {
   // built or hashed; the answer is the same either way.
   Value* bufferInput(std::string_view prefix, std::string_view suffix,
                      const SignatureSpec* near) const;
-  // Nodes with the given target, in graph order. Built on demand, kept current by the
-  // rewriter; the anchor index of the pattern matcher.
+  // Nodes with the given target, in graph order; the anchor index of the pattern matcher.
+  // Built on demand, and rebuilt on the next call after a rewrite inserted nodes or a switch
+  // released erased ones (erased nodes still listed until then are skipped).
   const std::vector<Node*>& nodesWithTarget(std::string_view target) const;
   // Nodes of nested graphs (as_graph arguments of higher-order ops such as torch.cond,
   // autocast and no_grad regions), with the top-level node that holds them. Nested graphs
@@ -227,9 +228,9 @@ class Graph {
   // The spacing of Node::order() after a renumbering: room for 20 insertions in a row at
   // one place, and for 50 million nodes times the gap in 64 bits.
   static constexpr std::size_t kOrderGap = std::size_t{1} << 20;
-  // Frees the nodes erased since the last call and recycles the storage of their output
-  // values; pointers to either become invalid. Called at the end of each switch, so
-  // toggling a program does not grow its memory.
+  // Frees the nodes erased since the last call (keeping them for later insertions) and
+  // recycles the storage of their output values; pointers to either become invalid. Called
+  // at the end of each switch, so toggling a program does not grow its memory.
   void releaseErased();
   // A fresh value name `base`, `base_1`, `base_2`, ... not used in the graph.
   std::string freshName(std::string_view base) const;
@@ -269,10 +270,10 @@ class Graph {
   mutable absl::flat_hash_map<std::string_view, std::vector<Node*>> by_target_;
   mutable bool by_target_valid_ = false;
   bool order_stale_ = false;  // nodes were inserted since the last renumber()
-  // Erased nodes stay allocated until releaseErased(), so the target index can drop them
-  // lazily (erased ones are skipped) instead of being rebuilt. They are then kept, emptied,
-  // for the nodes later rewrites insert: switching back and forth erases and inserts the
-  // same number of nodes, and list splices move them without allocating.
+  // Erased nodes stay allocated until releaseErased(), so the target index can skip them
+  // while a switch runs. They are then kept for the nodes later rewrites insert (which set
+  // every field): switching back and forth erases and inserts the same number of nodes, and
+  // list splices move them without allocating.
   NodeList erased_nodes_;
   NodeList spare_nodes_;
   mutable bool by_target_has_erased_ = false;

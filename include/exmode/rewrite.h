@@ -1,7 +1,7 @@
-// The one API through which every graph change goes. It keeps value uses, the by-target
-// node index, tensor metadata and the graph signature in step with the nodes. Calls that
-// break an invariant (erasing a used node, setting an input a node lacks, reusing a name)
-// are programming errors and throw std::logic_error.
+// The one API through which every graph change goes. It keeps value uses and names, tensor
+// metadata and the graph signature in step with the nodes, and moves the graph's version(). Calls
+// that break an invariant (erasing a used node, setting an input a node lacks, reusing a name) are
+// programming errors and throw std::logic_error.
 #pragma once
 
 #include <absl/container/inlined_vector.h>

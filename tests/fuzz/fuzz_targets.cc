@@ -215,22 +215,39 @@ void checkSwitchedProgram(std::string_view data, Mode target, bool skip_open_fin
   // erased (run under the sanitizers here); it must still be valid, read back in the
   // target mode and need no change to be there. (A malformed program need not come back
   // byte for byte: increments the switch cannot attribute to a site may move or go.)
+  // A twin goes through the same switches keeping its sites between them (SwitchCache): it
+  // must give the same program, or fail where the other fails.
   {
     auto toggled = mustSucceed("parsing an accepted program again",
                                [&] { return Program::parse(data, kSourceName); });
-    (void)mustSucceed("switching an accepted program again",
-                      [&] { return switchMode(*toggled, target); });
-    const Mode other = target == Mode::kEval ? Mode::kTrain : Mode::kEval;
-    bool away = true;
-    for (int round = 0; round < 2 && away; ++round) {
+    auto twin = mustSucceed("parsing an accepted program again",
+                            [&] { return Program::parse(data, kSourceName); });
+    SwitchCache cache;
+    // Switches both; false when the switch was refused (by both).
+    auto switchBoth = [&](Mode mode) {
+      bool refused = false;
       try {
-        (void)switchMode(*toggled, other);  // may be refused (say, the functional IR)
+        (void)switchMode(*toggled, mode);
       } catch (const Error&) {
-        away = false;
-        break;
+        refused = true;
       }
-      (void)mustSucceed("switching back a program switched away",
-                        [&] { return switchMode(*toggled, target); });
+      try {
+        (void)switchMode(*twin, mode, "", &cache);
+        if (refused) finding("a switch that keeps its sites accepted what a fresh one refused");
+      } catch (const Error& e) {
+        if (!refused) finding(std::string("a switch that keeps its sites failed: ") + e.what());
+      }
+      if (!refused &&
+          mustSucceed("toJson of a switched program", [&] { return twin->toJson(); }) !=
+              mustSucceed("toJson of a switched program", [&] { return toggled->toJson(); }))
+        finding("a switch that keeps its sites wrote another program than a fresh one");
+      return !refused;
+    };
+    if (!switchBoth(target)) finding("switching an accepted program again failed");
+    const Mode other = target == Mode::kEval ? Mode::kTrain : Mode::kEval;
+    for (int round = 0; round < 2; ++round) {
+      if (!switchBoth(other)) break;  // may be refused (say, the functional IR)
+      if (!switchBoth(target)) finding("switching back a program switched away failed");
     }
     const std::string toggled_json =
         mustSucceed("toJson after round trips", [&] { return toggled->toJson(); });

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "exmode/archive.h"
+#include "exmode/error.h"
 #include "exmode/model.h"
 #include "exmode/program.h"
 
@@ -55,6 +56,38 @@ TEST(RealArchives, SwitchesKeepProgramsValidAndRoundTrip) {
     else
       model->eval();
     EXPECT_EQ(printGraph(model->program(name).graph()), original) << path;
+  }
+}
+
+// A model keeps each program's sites between switches (SwitchCache); switched back and forth
+// it must write, at every step, what a program switched without them writes.
+TEST(RealArchives, ToggledModelsMatchProgramsSwitchedAfresh) {
+  for (const auto& path : testArchives()) {
+    auto model = Model::open(path);
+    const std::string name = model->programNames().front();
+    archive::ArchiveReader reader(path);
+    const archive::Record* record = reader.find("models/" + name + ".json");
+    ASSERT_NE(record, nullptr) << path;
+    auto fresh = Program::parse(reader.data(*record), path.string());
+    int step = 0;
+    for (Mode mode : {Mode::kEval, Mode::kTrain, Mode::kTrain, Mode::kEval, Mode::kTrain,
+                      Mode::kEval, Mode::kEval, Mode::kTrain}) {
+      ++step;
+      const bool refused = [&] {
+        try {
+          switchMode(*fresh, mode);
+          return false;
+        } catch (const Error&) {
+          return true;
+        }
+      }();
+      if (refused) {
+        EXPECT_THROW(mode == Mode::kEval ? model->eval() : model->train(), Error) << path;
+        break;
+      }
+      const auto reports = mode == Mode::kEval ? model->eval() : model->train();
+      ASSERT_EQ(model->program(name).toJson(), fresh->toJson()) << path << " step " << step;
+    }
   }
 }
 
