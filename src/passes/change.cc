@@ -9,7 +9,11 @@
 
 namespace exmode::passes {
 
-bool literalFlag(const Node& node, std::string_view name) {
+namespace {
+
+// The input `name` of a mode-sensitive node and its value, which must be a literal bool
+// (see literalFlag).
+std::pair<const NamedArgument*, bool> literalFlagInput(const Node& node, std::string_view name) {
   const NamedArgument* in = node.input(name);
   auto where = [&] {
     return "node '" + std::string(node.name()) + "' (" + std::string(shortTarget(node.target())) +
@@ -23,7 +27,13 @@ bool literalFlag(const Node& node, std::string_view name) {
     throw Error(ErrorKind::kUnsupported, where() + ": '" + std::string(name) + "' is " +
                                              std::string(in->arg.kind) + ", not a literal bool");
   }
-  return *value;
+  return {in, *value};
+}
+
+}  // namespace
+
+bool literalFlag(const Node& node, std::string_view name) {
+  return literalFlagInput(node, name).second;
 }
 
 std::string_view flagText(std::string_view flag, bool value) {
@@ -39,9 +49,9 @@ std::string_view flagText(std::string_view flag, bool value) {
 }
 
 Site flagSite(const Node& node, std::string_view flag) {
-  Site site{.node = &node,
-            .state = literalFlag(node, flag) ? Site::State::kTrain : Site::State::kEval};
-  site.flag_input = static_cast<std::size_t>(node.input(flag) - node.inputs().data());
+  const auto [in, training] = literalFlagInput(node, flag);
+  Site site{.node = &node, .state = training ? Site::State::kTrain : Site::State::kEval};
+  site.flag_input = static_cast<std::size_t>(in - node.inputs().data());
   return site;
 }
 

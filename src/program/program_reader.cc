@@ -598,12 +598,8 @@ class ProgramReader {
   // Input names are few ("input", "weight", "training", ...) and passes compare them on
   // every site: each is kept once, in the program's arena, so those compares stay in cache.
   std::string_view internName(std::string_view name) {
-    auto [it, fresh] = input_names_.insert(name);
-    if (fresh) {
-      const std::string_view kept = program_.keep(name);
-      input_names_.erase(it);
-      it = input_names_.insert(kept).first;
-    }
+    auto it = input_names_.find(name);
+    if (it == input_names_.end()) it = input_names_.insert(program_.keep(name)).first;
     return *it;
   }
 

@@ -1,5 +1,6 @@
-// The rewriter: every graph change goes through here so that uses, the by-target index,
-// tensor_values and the signature stay consistent with the nodes.
+// The rewriter: every graph change goes through here so that uses, value names,
+// tensor_values and the signature stay consistent with the nodes, and the graph's version
+// moves (the by-target index is only marked for a rebuild).
 #include <absl/container/inlined_vector.h>
 
 #include <algorithm>
