@@ -32,11 +32,21 @@ struct Site {
   std::optional<double> eps;       // batch-norm eps
   // Where the node's mode flag was among its inputs: a hint for Rewriter::setInput.
   std::size_t flag_input = 0;
-  // Batch norm: the counters the site's increment may be on (see batch_norm.cc), looked up
-  // on the site's first switch. A switch changes no graph input, so they stay right for as
-  // long as the site is kept (SwitchCache).
-  absl::InlinedVector<Value*, 2> counters;
-  bool counters_known = false;
+  // Batch norm: what its counter increment needs, found on the site's first switch and kept
+  // with the site (SwitchCache). A switch changes no graph input and no site's metadata, so
+  // while the graph changes only through switches these stay right, and toggling a model
+  // reads none of the site's own text again.
+  struct Increment {
+    // The counters the increment may be on (see batch_norm.cc).
+    absl::InlinedVector<Value*, 2> counters;
+    bool counters_known = false;
+    // The metadata an inserted increment gets (the site's stack trace and module stack).
+    absl::InlinedVector<std::pair<std::string_view, RawJson>, 2> metadata;
+    bool metadata_known = false;
+    // The name the last inserted increment got (program text), tried first next time: it is
+    // what Graph::freshName would give again, found with one lookup instead of a search.
+    std::string_view name;
+  } increment;
 };
 std::string_view siteStateName(Site::State state);
 

@@ -120,7 +120,7 @@ class Node {
   // The operator, e.g. "torch.ops.aten.batch_norm.default".
   std::string_view target() const { return target_; }
   const std::vector<NamedArgument>& inputs() const { return inputs_; }
-  const std::vector<Argument>& outputs() const { return outputs_; }
+  std::span<const Argument> outputs() const { return {outputs_.data(), outputs_.size()}; }
   // The named input, or null when absent (arguments left at their default are omitted).
   const NamedArgument* input(std::string_view name) const;
   // The value of a single-tensor output; null otherwise.
@@ -153,7 +153,9 @@ class Node {
   std::string_view name_;
   std::string_view target_;
   std::vector<NamedArgument> inputs_;
-  std::vector<Argument> outputs_;
+  // Inline: almost every node has one output, and a switch that reuses an erased node
+  // rewrites it without reaching into a second, cold allocation.
+  absl::InlinedVector<Argument, 1> outputs_;
   RawJson metadata_;  // the metadata object's text, until changed (then written from fields)
   // The metadata's members (key, raw string token), read with the node: metadata is a
   // flat dict[str, str] that passes query per site.

@@ -16,14 +16,15 @@
 
 namespace exmode::rewrite {
 
-// A node to create: outputs are single tensors named `output_names[i]` with the given
-// tensor metadata (raw TensorMeta). The target and the input names are views: like the
-// metadata text they must live as long as the program (literals, or Rewriter::keep()).
+// A node to create: outputs are single tensors with the given names and tensor metadata
+// (raw TensorMeta). The target, the input and output names are views: like the metadata
+// text they must live as long as the program (literals, Rewriter::keep() or
+// Rewriter::freshName()), so a name is kept once however often it is inserted.
 // Inline: rewrites insert small nodes, and a switch may insert a million of them.
 struct NewNode {
   std::string_view target;
   absl::InlinedVector<NamedArgument, 2> inputs;
-  absl::InlinedVector<std::pair<std::string, RawJson>, 1> tensor_outputs;
+  absl::InlinedVector<std::pair<std::string_view, RawJson>, 1> tensor_outputs;
   // Metadata members (key, JSON text of the value), e.g. copied from another node with
   // Node::metadataFieldJson(). The text must live as long as the program.
   absl::InlinedVector<std::pair<std::string_view, RawJson>, 2> metadata;
@@ -39,6 +40,8 @@ class Rewriter {
   Node& mutableNode(const Node& node) { return const_cast<Node&>(node); }
   // Keeps `text` alive as long as the program (for metadata of new nodes).
   RawJson keep(std::string_view text) { return program_.keep(text); }
+  // Graph::freshName(base), kept alive as long as the program (for NewNode outputs).
+  RawJson freshName(std::string_view base) { return program_.keep(graph_.freshName(base)); }
 
   // Argument builders; their text lives as long as the program.
   Argument tensorArg(Value& value);

@@ -167,13 +167,14 @@ class BatchNormPass final : public ModePass {
       if (site.state == Site::State::kFixed) continue;  // no running statistics
       const Node& node = *site.node;
       // The increment, on whichever candidate counter has one; a new one goes on the first.
-      if (!site.counters_known) {
-        site.counters = counterCandidates(graph, node, *node.input("running_mean")->arg.tensor());
-        site.counters_known = true;
+      Site::Increment& known = site.increment;
+      if (!known.counters_known) {
+        known.counters = counterCandidates(graph, node, *node.input("running_mean")->arg.tensor());
+        known.counters_known = true;
       }
-      Value* counter = site.counters.empty() ? nullptr : site.counters.front();
+      Value* counter = known.counters.empty() ? nullptr : known.counters.front();
       Increments increments;
-      for (Value* candidate : site.counters) {
+      for (Value* candidate : known.counters) {
         const Node*& previous = previous_site[candidate->index()];
         if (increments.empty()) {
           increments = incrementsOf(*candidate, node, previous);
@@ -200,7 +201,7 @@ class BatchNormPass final : public ModePass {
         }
         before = kCounted;
       } else if (train && p.increments.empty() && p.counter != nullptr) {
-        insertIncrement(rewriter, node, *p.counter);
+        insertIncrement(rewriter, *p.site, node, *p.counter);
         after = kCounted;
       }
       // Kept with the site: a switch does not change momentum.
@@ -218,16 +219,23 @@ class BatchNormPass final : public ModePass {
   }
 
  private:
-  static void insertIncrement(Rewriter& rewriter, Node& site, Value& counter) {
+  static void insertIncrement(Rewriter& rewriter, Site& at, Node& site, Value& counter) {
     Graph& graph = rewriter.graph();
     Value& latest = *counterValueBefore(counter, site);
+    Site::Increment& known = at.increment;
+    if (known.name.empty() || graph.tryGetValue(known.name) != nullptr)
+      known.name = rewriter.freshName("add_");
+    if (!known.metadata_known) {
+      known.metadata = incrementMetadata(site);
+      known.metadata_known = true;
+    }
     NewNode increment;
     increment.target = "torch.ops.aten.add_.Tensor";
     // Built in place: a NamedArgument is large, and a switch inserts one increment per site.
     increment.inputs.push_back({"self", rewriter.tensorArg(latest), "1"});
     increment.inputs.push_back({"other", rewriter.intArg(1), "1"});
-    increment.tensor_outputs.emplace_back(graph.freshName("add_"), counter.tensorMeta());
-    increment.metadata = incrementMetadata(site);
+    increment.tensor_outputs.emplace_back(known.name, counter.tensorMeta());
+    increment.metadata = known.metadata;
     Node& added = rewriter.insertBefore(site, std::move(increment));
     rewriter.replaceUses(latest, *added.output(), &site);
   }

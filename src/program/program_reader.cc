@@ -640,7 +640,8 @@ class ProgramReader {
     return named;
   }
 
-  void readArgumentList(od::array a, std::vector<Argument>& out, Where where, Role role) {
+  template <class Arguments>
+  void readArgumentList(od::array a, Arguments& out, Where where, Role role) {
     elements(a, "argument list",
              [&](od::value v) { out.push_back(readArgument(v, where, role, 0)); });
   }

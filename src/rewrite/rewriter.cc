@@ -212,12 +212,12 @@ Node& Rewriter::insertBefore(Node& before, NewNode&& spec) {
   // from the others).
   const auto& outputs = spec.tensor_outputs;
   for (std::size_t i = 0; outputs.size() > 1 && i < outputs.size(); ++i) {
-    const std::string& name = outputs[i].first;
+    const std::string_view name = outputs[i].first;
     const bool repeated =
         std::any_of(outputs.begin(), outputs.begin() + static_cast<std::ptrdiff_t>(i),
                     [&](const auto& o) { return o.first == name; });
     if (repeated || graph_.tryGetValue(name) != nullptr)
-      throw std::logic_error("value name '" + name + "' is already taken");
+      throw std::logic_error("value name '" + std::string(name) + "' is already taken");
   }
   // Built in a list of its own (a spare node of the graph, or a new one), spliced into the
   // graph once complete: a throw below leaves the graph as it was.
@@ -248,13 +248,12 @@ Node& Rewriter::insertBefore(Node& before, NewNode&& spec) {
       {"name", {}}};
   node.members_.assign(std::begin(kMembers), std::end(kMembers));
   for (auto& [name, meta] : spec.tensor_outputs) {
-    const std::string_view kept_name = program_.keep(name);
-    auto [slot, fresh] = graph_.values_.try_emplace(kept_name, nullptr);
-    if (!fresh) throw std::logic_error("value name '" + name + "' is already taken");
+    auto [slot, fresh] = graph_.values_.try_emplace(name, nullptr);
+    if (!fresh) throw std::logic_error("value name '" + std::string(name) + "' is already taken");
     Value& value = graph_.newValue();
     slot->second = &value;
     value.indexed_ = true;
-    value.name_ = kept_name;
+    value.name_ = name;
     value.producer_ = &node;
     value.tensor_meta_ = meta;
     graph_.tensor_value_order_.push_back(&value);

@@ -102,9 +102,10 @@ TEST(Rewriter, InsertsNodesAndRewiresLaterUses) {
   Graph& graph = program->graph();
   Rewriter rewriter(*program);
   Node& dropout = *graph.getValue("dropout").producer();
-  NewNode neg{.target = "torch.ops.aten.neg.default",
-              .inputs = {{"self", rewriter.tensorArg(graph.getValue("relu")), "1"}},
-              .tensor_outputs = {{graph.freshName("relu"), graph.getValue("relu").tensorMeta()}}};
+  NewNode neg{
+      .target = "torch.ops.aten.neg.default",
+      .inputs = {{"self", rewriter.tensorArg(graph.getValue("relu")), "1"}},
+      .tensor_outputs = {{rewriter.freshName("relu"), graph.getValue("relu").tensorMeta()}}};
   Node& inserted = rewriter.insertBefore(dropout, std::move(neg));
   EXPECT_EQ(inserted.name(), "relu_1");
   rewriter.replaceUses(graph.getValue("relu"), *inserted.output(), &dropout);
@@ -127,16 +128,16 @@ TEST(Rewriter, ReusesErasedNodesAndFailedInsertionsChangeNothing) {
   Rewriter rewriter(*program);
   const std::string before = printGraph(graph);
   Node& dropout = *graph.getValue("dropout").producer();
-  auto neg = [&](std::string name) {
+  auto neg = [&](std::string_view name) {
     return NewNode{.target = "torch.ops.aten.neg.default",
                    .inputs = {{"self", rewriter.tensorArg(graph.getValue("relu")), "1"}},
-                   .tensor_outputs = {{std::move(name), graph.getValue("relu").tensorMeta()}}};
+                   .tensor_outputs = {{name, graph.getValue("relu").tensorMeta()}}};
   };
-  const Node* first = &rewriter.insertBefore(dropout, neg(graph.freshName("neg")));
+  const Node* first = &rewriter.insertBefore(dropout, neg(rewriter.freshName("neg")));
   rewriter.eraseNode(const_cast<Node&>(*first));
   graph.releaseErased();
   EXPECT_EQ(printGraph(graph), before);
-  Node& again = rewriter.insertBefore(dropout, neg(graph.freshName("neg")));
+  Node& again = rewriter.insertBefore(dropout, neg(rewriter.freshName("neg")));
   EXPECT_EQ(&again, first);  // the same node, emptied and filled again
   EXPECT_EQ(again.name(), "neg");
   EXPECT_TRUE(again.metadataFields().empty());
@@ -165,7 +166,7 @@ TEST(Rewriter, KeepsOrderAndTargetIndexAcrossManyInsertions) {
   auto insertNeg = [&](Node& before) -> Node& {
     NewNode neg{.target = "torch.ops.aten.neg.default",
                 .inputs = {{"self", rewriter.tensorArg(graph.getValue("x")), "1"}},
-                .tensor_outputs = {{graph.freshName("neg"), graph.getValue("x").tensorMeta()}}};
+                .tensor_outputs = {{rewriter.freshName("neg"), graph.getValue("x").tensorMeta()}}};
     return rewriter.insertBefore(before, std::move(neg));
   };
   Node& dropout = *graph.getValue("dropout").producer();
