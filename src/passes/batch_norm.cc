@@ -153,6 +153,8 @@ class BatchNormPass final : public ModePass {
     Graph& graph = rewriter.graph();
     const bool train = target == Mode::kTrain;
     const Site::State wanted = siteState(target);
+    const std::string_view flag_before = flagText("training", !train);
+    const std::string_view flag_after = flagText("training", train);
     // Find every site's increment first, against the unchanged graph; then rewrite.
     struct Planned {
       Site* site;
@@ -190,8 +192,8 @@ class BatchNormPass final : public ModePass {
       rewriter.setInput(node, "training", rewriter.boolArg(train), p.site->flag_input);
       p.site->state = wanted;
       constexpr std::string_view kCounted = "training=True, num_batches_tracked += 1";
-      std::string_view before = flagText("training", !train);
-      std::string_view after = flagText("training", train);
+      std::string_view before = flag_before;
+      std::string_view after = flag_after;
       if (!train && !p.increments.empty()) {
         // Last first: each one's output is read by the next.
         for (auto it = p.increments.rbegin(); it != p.increments.rend(); ++it) {

@@ -41,13 +41,14 @@ class DropoutPass final : public ModePass {
              SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
     const Site::State wanted = siteState(target);
+    const std::string_view before = flagText("train", !train);
+    const std::string_view after = flagText("train", train);
     for (Site& site : sites) {
       if (site.state == wanted) continue;
       Node& node = rewriter.mutableNode(*site.node);
       rewriter.setInput(node, "train", rewriter.boolArg(train), site.flag_input);
       site.state = wanted;
-      report.changes.push_back(
-          makeChange(rewriter, node, flagText("train", !train), flagText("train", train)));
+      report.changes.push_back(makeChange(rewriter, node, before, after));
     }
   }
 };

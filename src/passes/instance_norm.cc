@@ -46,13 +46,14 @@ class InstanceNormPass final : public ModePass {
              SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
     const Site::State wanted = siteState(target);
+    const std::string_view before = flagText("use_input_stats", !train);
+    const std::string_view after = flagText("use_input_stats", train);
     for (Site& site : sites) {
       if (site.state == Site::State::kFixed || site.state == wanted) continue;
       Node& node = rewriter.mutableNode(*site.node);
       rewriter.setInput(node, "use_input_stats", rewriter.boolArg(train), site.flag_input);
       site.state = wanted;
-      report.changes.push_back(makeChange(rewriter, node, flagText("use_input_stats", !train),
-                                          flagText("use_input_stats", train)));
+      report.changes.push_back(makeChange(rewriter, node, before, after));
     }
   }
 };

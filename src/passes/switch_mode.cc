@@ -72,17 +72,39 @@ auto namingTheProgram(const Program& program, F f) {
 // reads in graph order. `runs` holds where each pass's changes start. Sites are never
 // erased by a switch, so every change's node is still in the graph.
 void mergeByGraphOrder(std::vector<Change>& changes, const std::vector<std::size_t>& runs) {
-  auto by_order = [](const Change& a, const Change& b) {
-    return a.site->order() < b.site->order();
-  };
-  auto at = [&](std::size_t i) { return changes.begin() + static_cast<std::ptrdiff_t>(i); };
+  // The runs are merged as (order, position) keys, each node's order read once, and the
+  // changes then moved into place: merging the changes themselves moved large records and
+  // read a node per comparison.
+  const std::size_t n = changes.size();
+  std::vector<std::pair<std::size_t, std::size_t>> keys(n);
+  for (std::size_t i = 0; i < n; ++i) keys[i] = {changes[i].site->order(), i};
+  auto at = [&](std::size_t i) { return keys.begin() + static_cast<std::ptrdiff_t>(i); };
   // [0, runs[k]) is sorted; merge the next run into it.
+  bool moved = false;
   for (std::size_t k = 1; k < runs.size(); ++k) {
-    const std::size_t end = k + 1 < runs.size() ? runs[k + 1] : changes.size();
+    const std::size_t end = k + 1 < runs.size() ? runs[k + 1] : n;
     const std::size_t middle = runs[k];
     if (middle == 0 || middle == end) continue;
-    if (!by_order(*at(middle), *at(middle - 1))) continue;  // already in order
-    std::inplace_merge(changes.begin(), at(middle), at(end), by_order);
+    if (keys[middle] > keys[middle - 1]) continue;  // already in order
+    std::inplace_merge(keys.begin(), at(middle), at(end));
+    moved = true;
+  }
+  if (!moved) return;
+  // Position j takes the change at keys[j].second: follow each cycle of that permutation.
+  for (std::size_t i = 0; i < n; ++i) {
+    if (keys[i].second == i) continue;
+    Change held = std::move(changes[i]);
+    std::size_t j = i;
+    for (;;) {
+      const std::size_t from = keys[j].second;
+      keys[j].second = j;
+      if (from == i) {
+        changes[j] = std::move(held);
+        break;
+      }
+      changes[j] = std::move(changes[from]);
+      j = from;
+    }
   }
 }
 

@@ -328,6 +328,42 @@ TEST(Passes, DropoutKeepsPExactly) {
   EXPECT_EQ(switched(eval, Mode::kTrain), json);
 }
 
+// Each pass reports its own sites; the report lists all of them in graph order, however
+// the families interleave.
+TEST(Passes, ReportsChangesOfEveryPassInGraphOrder) {
+  const std::string families = "drrddrdrrd";  // d: dropout, r: rrelu
+  auto nodeName = [](std::size_t i) { return std::string(1, 'n') += std::to_string(i); };
+  std::vector<TestNode> nodes;
+  std::string input = "x";
+  for (std::size_t i = 0; i < families.size(); ++i) {
+    const std::string name = nodeName(i);
+    if (families[i] == 'd') {
+      nodes.push_back({name, "aten.dropout.default",
+                       tensorInput("input", input) + ", " + floatInput("p", 0.5) + ", " +
+                           boolInput("train", true),
+                       "drop"});
+    } else {
+      nodes.push_back({name, "aten.rrelu.default",
+                       tensorInput("self", input) + ", " + floatInput("lower", 0.125) + ", " +
+                           floatInput("upper", 1.0 / 3.0) + ", " + boolInput("training", true),
+                       "act"});
+    }
+    input = name;
+  }
+  const std::string train = makeProgram({}, {}, nodes, input);
+  for (Mode mode : {Mode::kEval, Mode::kTrain}) {
+    SwitchReport report;
+    const std::string json = mode == Mode::kEval ? train : switched(train, Mode::kEval);
+    switched(json, mode, &report);
+    ASSERT_EQ(report.changes.size(), families.size());
+    for (std::size_t i = 0; i < families.size(); ++i) {
+      EXPECT_EQ(report.changes[i].node, nodeName(i)) << modeName(mode);
+      EXPECT_EQ(report.changes[i].op,
+                families[i] == 'd' ? "aten.dropout.default" : "aten.rrelu.default");
+    }
+  }
+}
+
 }  // namespace
 }  // namespace exmode
 
