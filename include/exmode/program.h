@@ -162,8 +162,9 @@ class Node {
   // Inline: torch writes four or five members, and a large program has a million nodes.
   absl::InlinedVector<std::pair<std::string_view, RawJson>, 5> metadata_fields_;
   // All members of the node object in source order (key, raw value). Modeled members are
-  // written from the fields above; the rest verbatim. Torch writes six.
-  absl::InlinedVector<std::pair<std::string_view, RawJson>, 6> members_;
+  // written from the fields above; the rest verbatim. Torch writes the same six for almost
+  // every node: the list is shared (Graph::member_lists_, or static for inserted nodes).
+  std::span<const std::pair<std::string_view, RawJson>> members_;
   RawJson source_;  // the node's whole text, until changed
   // modulePathView(), computed once (passes ask for it several times per site).
   mutable std::string_view module_path_;
@@ -290,6 +291,8 @@ class Graph {
   mutable bool buffer_names_repeat_ = false;  // two buffer specs with one name
   // The last suffix freshName() gave out per base name.
   mutable absl::flat_hash_map<std::string, std::size_t> fresh_suffix_;
+  // The distinct member lists of nodes (Node::members_), kept once each.
+  std::deque<std::vector<std::pair<std::string_view, RawJson>>> member_lists_;
   // Members of the graph and signature objects in source order (key, raw value).
   std::vector<std::pair<std::string_view, RawJson>> graph_members_;
   std::vector<std::pair<std::string_view, RawJson>> signature_members_;

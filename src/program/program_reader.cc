@@ -554,6 +554,7 @@ class ProgramReader {
     bool seen_outputs = false;
     bool seen_metadata = false;
     const Where node_where{&n, index, ""};
+    member_scratch_.clear();
     fields(o, "node", [&](std::string_view k, od::value field) {
       if (k == "name") {
         once(seen_name, node_where, k);
@@ -580,17 +581,31 @@ class ProgramReader {
         once(seen_metadata, node_where, k);
         readMetadata(n, field, index);
       } else {
-        n.members_.emplace_back(k, raw(field));
+        member_scratch_.emplace_back(k, raw(field));
         return;
       }
-      n.members_.emplace_back(k, RawJson{});
+      member_scratch_.emplace_back(k, RawJson{});
     });
+    n.members_ = memberList();
     if (!seen_target) fail(describe({&n, index, ""}) + " has no field 'target'");
     if (!seen_inputs) fail(describe({&n, index, ""}) + " has no field 'inputs'");
     if (!seen_outputs) fail(describe({&n, index, ""}) + " has no field 'outputs'");
     n.source_ = spanFrom(begin);
     graph.nodes_.push_back(std::move(owned));
     n.self_ = std::prev(graph.nodes_.end());
+  }
+
+  // The node just read's members as a shared list: the last one used when equal (nodes
+  // in a row almost always are), else one of the first few kept, else a new one. The
+  // search is bounded so that a file whose nodes all differ costs no more than a list each.
+  std::span<const std::pair<std::string_view, RawJson>> memberList() {
+    auto& lists = program_.graph_.member_lists_;
+    if (last_members_ != nullptr && *last_members_ == member_scratch_) return *last_members_;
+    constexpr std::size_t kSearched = 8;
+    for (std::size_t i = 0; i < lists.size() && i < kSearched; ++i) {
+      if (lists[i] == member_scratch_) return *(last_members_ = &lists[i]);
+    }
+    return *(last_members_ = &lists.emplace_back(member_scratch_));
   }
 
   // Targets repeat across nodes: one view per distinct target keeps by-target maps small.
@@ -1010,6 +1025,8 @@ class ProgramReader {
   od::document doc_;
   bool seen_graph_module_ = false;
   std::vector<NamedArgument> input_scratch_;  // readNode's inputs, before they are sized
+  std::vector<std::pair<std::string_view, RawJson>> member_scratch_;  // readNode's members
+  const std::vector<std::pair<std::string_view, RawJson>>* last_members_ = nullptr;
   absl::flat_hash_set<std::string_view> declared_symbols_;
   absl::flat_hash_set<std::string_view> targets_;
   absl::flat_hash_set<std::string_view> input_names_;

@@ -136,8 +136,10 @@ void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
   graph_.touch();
   // A copy: the loop moves uses off `from`. Values have few users; kept inline.
   absl::InlinedVector<Node*, 4> users(from.users_.begin(), from.users_.end());
-  std::sort(users.begin(), users.end());
-  users.erase(std::unique(users.begin(), users.end()), users.end());
+  if (users.size() > 1) {
+    std::sort(users.begin(), users.end());
+    users.erase(std::unique(users.begin(), users.end()), users.end());
+  }
   for (Node* user : users) {
     if (user == to.producer_) continue;
     if (after != nullptr && user->order_ < after->order_) continue;
@@ -246,7 +248,7 @@ Node& Rewriter::insertBefore(Node& before, NewNode&& spec) {
       {"outputs", {}},  {"metadata", {}},
       {"is_hop_single_tensor_return", "null"},
       {"name", {}}};
-  node.members_.assign(std::begin(kMembers), std::end(kMembers));
+  node.members_ = kMembers;
   for (auto& [name, meta] : spec.tensor_outputs) {
     auto [slot, fresh] = graph_.values_.try_emplace(name, nullptr);
     if (!fresh) throw std::logic_error("value name '" + std::string(name) + "' is already taken");
