@@ -112,6 +112,51 @@ TEST(Program, KeepsUnknownFieldsOfChangedNodesAndTensorArguments) {
   EXPECT_EQ(Program::parse(output, "out.json")->toJson(), output);
 }
 
+// Nodes share member lists when their members are the same; a node whose members differ
+// (an unknown member, another order) keeps its own, also once it is changed and written
+// from its fields, and however many distinct lists a program has.
+TEST(Program, ChangedNodesKeepTheirOwnMembers) {
+  std::vector<testing::TestNode> nodes;
+  std::string input = "x";
+  constexpr int kNodes = 12;
+  for (int i = 0; i < kNodes; ++i) {
+    const std::string name = std::string(1, 'd') += std::to_string(i);
+    nodes.push_back({name, "aten.dropout.default",
+                     testing::tensorInput("input", input) + ", " + testing::floatInput("p", 0.5) +
+                         ", " + testing::boolInput("train", true),
+                     "drop"});
+    input = name;
+  }
+  std::string json = testing::makeProgram({}, {}, nodes, input);
+  auto tail = [](int i) {
+    return "\"is_hop_single_tensor_return\": null, \"name\": \"" +
+           (std::string(1, 'd') += std::to_string(i)) + "\"}";
+  };
+  std::vector<std::string> own(kNodes);
+  for (int i = 0; i < kNodes; ++i) {
+    // Even nodes keep torch's members; odd ones get an unknown member of their own, and
+    // every third of those has it before the name.
+    own[i] = tail(i);
+    if (i % 2 == 1) {
+      const std::string future = "\"future\": [" + std::to_string(i) + "]";
+      own[i] = i % 3 == 0 ? "\"is_hop_single_tensor_return\": null, " + future + ", \"name\": \"" +
+                                (std::string(1, 'd') += std::to_string(i)) + "\"}"
+                          : tail(i).substr(0, tail(i).size() - 1) + ", " + future + "}";
+    }
+    const std::size_t at = json.find(tail(i));
+    ASSERT_NE(at, std::string::npos) << tail(i);
+    json.replace(at, tail(i).size(), own[i]);
+  }
+  auto program = Program::parse(json, "t.json");
+  EXPECT_EQ(program->toJson(), json);
+  switchMode(*program, Mode::kEval);
+  const std::string eval = program->toJson();
+  for (int i = 0; i < kNodes; ++i) EXPECT_NE(eval.find(own[i]), std::string::npos) << own[i];
+  EXPECT_EQ(eval.find("\"as_bool\": true"), std::string::npos) << eval;
+  switchMode(*program, Mode::kTrain);
+  EXPECT_EQ(program->toJson(), json);
+}
+
 TEST(Program, SerializesUnchangedStretchesAsOneChunk) {
   const std::string input = bnDropoutTrainProgram();
   auto program = Program::parse(input, "t.json");
