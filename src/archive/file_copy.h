@@ -33,10 +33,10 @@ void copyRange(int in_fd, std::uint64_t in_offset, int out_fd, std::uint64_t siz
 // Writes all of `size` bytes, retrying on EINTR and short writes. Throws Error(kIo).
 void writeAll(int fd, const char* data, std::size_t size, const std::filesystem::path& path);
 
-// Writes the chunks one after the other (a serialized program: a million views into its
-// source and the writer's text), gathered into a buffer a batch at a time. `visit` sees
-// each batch, as one chunk, just before it is written, while it is in the cache (the
-// caller's CRC). Throws Error(kIo).
+// Writes the chunks one after the other with writev(2), straight from where they lie (a
+// serialized program is a million views into its source; gathering them into a buffer
+// first would copy every byte once more). `visit` sees each batch of chunks just before it
+// is written, while it is in the cache (the caller's CRC). Throws Error(kIo).
 void writeChunks(int fd, std::span<const std::string_view> chunks,
                  const std::filesystem::path& path,
                  const std::function<void(std::span<const std::string_view>)>& visit);
