@@ -10,6 +10,8 @@
 //        momentum, eps)
 // RReLU decomposes to aten.rrelu_with_noise_functional(..., training). AlphaDropout
 // decomposes to bernoulli arithmetic with no flag left: it cannot be detected at all.
+#include <algorithm>
+
 #include "exmode/error.h"
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
@@ -60,12 +62,18 @@ class FunctionalIrPass final : public ModePass {
 
   void collectSites(const Graph& graph, std::vector<Site>& sites,
                     SiteDetail /*detail*/) const override {
+    const auto first = static_cast<std::ptrdiff_t>(sites.size());
     for (const Match& m : matchAll(graph, flaggedPattern())) {
       sites.push_back({.node = m.root, .state = stateOf(*m.root)});
     }
+    const auto second = static_cast<std::ptrdiff_t>(sites.size());
     for (const Match& m : matchAll(graph, evalOnlyPattern())) {
       sites.push_back({.node = m.root, .state = Site::State::kEval});
     }
+    // Each pattern's matches are in graph order; the pass's sites must be as a whole.
+    std::inplace_merge(
+        sites.begin() + first, sites.begin() + second, sites.end(),
+        [](const Site& a, const Site& b) { return a.node->order() < b.node->order(); });
   }
 
   void apply(Rewriter&, Mode target, std::span<Site> sites, SwitchReport&) const override {

@@ -310,6 +310,31 @@ TEST(Passes, RefusesTheFunctionalIrItCannotSwitch) {
   }
 }
 
+// Sites are in graph order whichever of the pass's patterns found them: a refused switch
+// names the first node it would have to change.
+TEST(Passes, RefusesTheFunctionalIrAtItsFirstNode) {
+  const std::string json = makeProgram(
+      {}, {},
+      {{"bn", "aten._native_batch_norm_legit_no_training.default",
+        tensorInput("input", "x") + ", " + floatInput("momentum", 0.1) + ", " +
+            floatInput("eps", 1e-5),
+        "bn"},
+       {"native_dropout", "aten.native_dropout.default",
+        tensorInput("input", "bn") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", false),
+        "drop"}},
+      "native_dropout");
+  auto program = Program::parse(json, "t.json");
+  const std::vector<Site> sites = collectSites(*program);
+  ASSERT_EQ(sites.size(), 2u);
+  EXPECT_EQ(sites[0].node->name(), "bn");
+  try {
+    switchMode(*program, Mode::kTrain);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("node 'bn'"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Passes, DropoutKeepsPExactly) {
   const std::string json =
       makeProgram({}, {},
