@@ -8,10 +8,12 @@
 // and the trailing defaults after it; to train: put the defaults back and set training.
 // lower and upper keep their values. The in-place variant names its tensor `self`.
 #include <array>
+#include <string>
 
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
 #include "passes/change.h"
+#include "program/json_text.h"
 
 namespace exmode::passes {
 
@@ -36,12 +38,21 @@ bool training(const Node& node) {
   return node.input("training") != nullptr && literalFlag(node, "training");
 }
 
-// True when the last input is a scalar at its schema default.
+// True when the last input is a scalar at its schema default, written the way torch (and
+// Rewriter::floatArg, going back to train) writes it. Only such an argument is dropped:
+// one written otherwise ("0.125000") would come back rewritten, so it stays.
 bool lastIsDefault(const Node& node) {
+  static const std::array<std::string, kScalarDefaults.size()> kTexts = [] {
+    std::array<std::string, kScalarDefaults.size()> texts;
+    for (std::size_t i = 0; i < texts.size(); ++i)
+      json::appendDouble(texts[i], kScalarDefaults[i].value);
+    return texts;
+  }();
   if (node.inputs().empty()) return false;
   const NamedArgument& last = node.inputs().back();
-  for (const Default& d : kScalarDefaults) {
-    if (last.name == d.name) return last.arg.asDouble() == d.value;
+  for (std::size_t i = 0; i < kScalarDefaults.size(); ++i) {
+    if (last.name == kScalarDefaults[i].name)
+      return last.arg.kind == "as_float" && last.arg.payload.text == kTexts[i];
   }
   return false;
 }

@@ -503,6 +503,14 @@ TEST(Passes, RreluDropsAndRestoresTrailingDefaults) {
             "aten.rrelu_.default");
   EXPECT_EQ(switched(custom_train, Mode::kEval), custom_eval);
   EXPECT_EQ(switched(custom_eval, Mode::kTrain), custom_train);
+  // A default written another way stays, so the round trip gives back the same bytes.
+  std::string odd_train = default_train;
+  const std::string canonical = "{\"as_float\": 0.125}";
+  odd_train.replace(odd_train.find(canonical), canonical.size(), "{\"as_float\": 0.125000}");
+  const std::string odd_eval = switched(odd_train, Mode::kEval);
+  EXPECT_NE(odd_eval.find("0.125000"), std::string::npos) << odd_eval;
+  EXPECT_EQ(odd_eval.find("0.3333333333333333"), std::string::npos) << odd_eval;
+  EXPECT_EQ(switched(odd_eval, Mode::kTrain), odd_train);
 }
 
 }  // namespace
