@@ -5,10 +5,11 @@
 // Does only what every such switch must, the way exmode does it: map IN; check each
 // program record's CRC-32 on a second thread while simdjson On-Demand indexes the
 // program's JSON in place (stage 1, which exmode's reader runs first) and the main thread
-// reads every node's target; then write OUT with IN's bytes, the program records written
-// from the map (as a switched program is written) and everything else copied by the kernel
-// (copy_file_range, as exmode copies weights), and rename it into place. No IR is built,
-// nothing is verified, switched or serialized. Prints one JSON object:
+// reads every node's target; then write OUT with IN's bytes, all copied by the kernel
+// (copy_file_range, as exmode copies weights and a program's long unchanged stretches; a
+// switched program also writes its changed text from memory, which this leaves out), and
+// rename it into place. No IR is built, nothing is verified, switched or serialized.
+// Prints one JSON object:
 //   {"read_ns", "write_ns", "nodes"}
 // read: map, index, walk and CRC; write: the copy and the rename. Exit status 2 on a bad
 // command line, 1 on any failure.
@@ -135,15 +136,7 @@ int main(int argc, char** argv) {
     const std::string temporary = out + ".floor-tmp";
     const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) fail("open " + temporary);
-    std::sort(programs.begin(), programs.end(),
-              [](const auto* a, const auto* b) { return a->data_offset < b->data_offset; });
-    std::uint64_t at = 0;
-    for (const auto* record : programs) {
-      copyRange(reader.fd(), fd, at, record->data_offset);
-      writeAll(fd, reader.data(*record));
-      at = record->data_offset + record->size;
-    }
-    copyRange(reader.fd(), fd, at, file_size);
+    copyRange(reader.fd(), fd, 0, file_size);
     if (::close(fd) != 0) fail("close");
     std::filesystem::rename(temporary, out);
     const auto t2 = Clock::now();

@@ -88,8 +88,9 @@ def run(ctx):
                   "write, rename (no fsync, as for any `-o`). Page cache warm. floor: "
                   "`exmode_bench_floor` in the same rounds, the least any switch built like "
                   "exmode's must do: map, CRC-32 of the program, simdjson's index of it, a walk "
-                  "reading every node's target, and writing the archive's bytes back (program "
-                  "from the map, the rest by copy_file_range); no IR, no switch.")
+                  "reading every node's target, and copying the archive's bytes by the kernel "
+                  "(copy_file_range, as exmode copies weights and a program's long unchanged "
+                  "stretches); no IR, no switch.")
     ctx.tables.append(table)
 
     for small, large in zip(ctx.sizes, ctx.sizes[1:]):

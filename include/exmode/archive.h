@@ -69,6 +69,8 @@ class ArchiveReader {
   const Record* find(std::string_view relative_name) const;
   // The record's bytes; valid while the reader lives.
   std::string_view data(const Record& record) const;
+  // The whole file as mapped; valid while the reader lives.
+  std::string_view mapped() const { return {map_, map_size_}; }
   // The record's bytes after checking them against the record's CRC-32; throws
   // Error(kBadArchive) on a mismatch. For records exmode reads (programs), not for weights,
   // which are copied with their CRC and so stay checkable downstream.
@@ -123,8 +125,11 @@ class ArchiveWriter {
                     std::optional<std::uint32_t> crc32 = std::nullopt);
   // Adds a record whose bytes are the concatenation of `chunks`, without joining them,
   // and returns its CRC-32, computed over the chunks as they are written unless given.
+  // Long chunks that lie in `source`'s map (the unchanged stretches of a program read
+  // from it) are copied from its file by the kernel rather than written from the map.
   std::uint32_t add(std::string_view name, std::span<const std::string_view> chunks,
-                    std::optional<std::uint32_t> crc32 = std::nullopt);
+                    std::optional<std::uint32_t> crc32 = std::nullopt,
+                    const ArchiveReader* source = nullptr);
   // Adds `record` of `reader` under its name and with its CRC-32 (not re-checked). The
   // bytes go from the reader's file to this one through the kernel (copy_file_range, or
   // pread/write in 1 MiB blocks where that is unsupported), never through the reader's

@@ -264,7 +264,7 @@ std::uint32_t ArchiveWriter::add(std::string_view name, std::string_view data,
 }
 
 std::uint32_t ArchiveWriter::add(std::string_view name, std::span<const std::string_view> chunks,
-                                 std::optional<std::uint32_t> crc32) {
+                                 std::optional<std::uint32_t> crc32, const ArchiveReader* source) {
   impl_->checkOpen("add");
   impl_->checkName(name);
   std::uint64_t size = 0;
@@ -279,9 +279,14 @@ std::uint32_t ArchiveWriter::add(std::string_view name, std::span<const std::str
     // lie, its CRC computed batch by batch as they go out, then set in the header.
     impl_->emit(impl_->localHeader(record));
     impl_->flush();
-    io::writeChunks(impl_->fd, chunks, impl_->path, [&](std::span<const std::string_view> batch) {
-      record.crc32 = zip::crc32Update(record.crc32, batch);
-    });
+    std::optional<io::MappedFile> mapped;
+    if (source != nullptr) mapped = io::MappedFile{source->fd(), source->mapped(), &source->path()};
+    io::writeChunks(
+        impl_->fd, chunks, impl_->path,
+        [&](std::span<const std::string_view> batch) {
+          record.crc32 = zip::crc32Update(record.crc32, batch);
+        },
+        mapped ? &*mapped : nullptr);
     impl_->cursor += size;
     impl_->patchCrc(record);
   }

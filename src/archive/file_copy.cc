@@ -43,6 +43,64 @@ void copyByReading(int in_fd, std::uint64_t in_offset, int out_fd, std::uint64_t
   }
 }
 
+// Writes every byte the iovecs describe, resuming after short writes.
+void writeBatch(int fd, std::vector<iovec>& iov, const std::filesystem::path& path) {
+  iovec* at = iov.data();
+  std::size_t left = iov.size();
+  while (left > 0) {
+    const ssize_t written = ::writev(fd, at, static_cast<int>(left));
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      fail(path, "write failed", errno);
+    }
+    // A short write: skip what went out, resume inside the chunk it stopped in.
+    auto done = static_cast<std::size_t>(written);
+    while (left > 0 && done >= at->iov_len) {
+      done -= at->iov_len;
+      ++at;
+      --left;
+    }
+    if (left > 0) {
+      at->iov_base = static_cast<char*>(at->iov_base) + done;
+      at->iov_len -= done;
+    }
+  }
+}
+
+// Whether `chunk` lies inside `source`'s map.
+bool inMap(const MappedFile& source, std::string_view chunk) {
+  const auto begin = reinterpret_cast<std::uintptr_t>(source.bytes.data());
+  const auto at = reinterpret_cast<std::uintptr_t>(chunk.data());
+  return at >= begin && at - begin <= source.bytes.size() &&
+         chunk.size() <= source.bytes.size() - (at - begin);
+}
+
+// Appends `chunk`, which lies in `source`'s map, to `fd`: copied from `source`'s file by
+// the kernel while it can (`kernel` is cleared for good when it cannot copy between the two
+// files, as copyRange() falls back), the rest written from the map.
+void copyMapped(int fd, const MappedFile& source, std::string_view chunk, bool& kernel,
+                const std::filesystem::path& path) {
+  auto offset = static_cast<off_t>(chunk.data() - source.bytes.data());
+  while (kernel && !chunk.empty()) {
+    const ssize_t copied =
+        ::copy_file_range(source.fd, &offset, fd, nullptr, std::min(chunk.size(), kMaxTransfer), 0);
+    if (copied < 0) {
+      if (errno == EINTR) continue;
+      if (kernelCannotCopy(errno)) {
+        kernel = false;
+        break;
+      }
+      fail(path, "copy from " + source.path->string() + " failed", errno);
+    }
+    if (copied == 0) {
+      kernel = false;
+      break;
+    }
+    chunk.remove_prefix(static_cast<std::size_t>(copied));
+  }
+  writeAll(fd, chunk.data(), chunk.size(), path);
+}
+
 }  // namespace
 
 void writeAll(int fd, const char* data, std::size_t size, const std::filesystem::path& path) {
@@ -59,7 +117,16 @@ void writeAll(int fd, const char* data, std::size_t size, const std::filesystem:
 
 void writeChunks(int fd, std::span<const std::string_view> chunks,
                  const std::filesystem::path& path,
-                 const std::function<void(std::span<const std::string_view>)>& visit) {
+                 const std::function<void(std::span<const std::string_view>)>& visit,
+                 const MappedFile* source) {
+  // Unchanged stretches of a program lie in the mapped input: the kernel copies them from
+  // page cache to page cache. Written from the map instead, 2 GB took 5.4-15.2 s on the
+  // reference machine, against 2.8-3.5 s for copy_file_range in 5 kB pieces with a small
+  // write between each two (interleaved runs).
+  bool kernel = source != nullptr && source->method == CopyMethod::kKernel;
+  auto copied = [&](std::string_view chunk) {
+    return kernel && chunk.size() >= kMinKernelCopy && inMap(*source, chunk);
+  };
   // Batches of at most IOV_MAX chunks and about 4 MiB: large enough that the system calls
   // cost little, small enough to still be in the cache when the kernel copies them.
   constexpr std::size_t kBatchBytes = std::size_t{4} << 20;
@@ -67,10 +134,17 @@ void writeChunks(int fd, std::span<const std::string_view> chunks,
   iov.reserve(IOV_MAX);
   std::size_t next = 0;
   while (next < chunks.size()) {
+    if (copied(chunks[next])) {
+      visit(chunks.subspan(next, 1));
+      copyMapped(fd, *source, chunks[next], kernel, path);
+      ++next;
+      continue;
+    }
     const std::size_t first = next;
     std::size_t bytes = 0;
     iov.clear();
-    while (next < chunks.size() && iov.size() < IOV_MAX && bytes < kBatchBytes) {
+    while (next < chunks.size() && iov.size() < IOV_MAX && bytes < kBatchBytes &&
+           !copied(chunks[next])) {
       const std::string_view chunk = chunks[next++];
       if (chunk.empty()) continue;
       // A chunk beyond one call's limit is written on its own, in pieces.
@@ -88,26 +162,7 @@ void writeChunks(int fd, std::span<const std::string_view> chunks,
     }
     if (iov.empty()) continue;
     visit(chunks.subspan(first, next - first));
-    iovec* at = iov.data();
-    std::size_t left = iov.size();
-    while (left > 0) {
-      const ssize_t written = ::writev(fd, at, static_cast<int>(left));
-      if (written < 0) {
-        if (errno == EINTR) continue;
-        fail(path, "write failed", errno);
-      }
-      // A short write: skip what went out, resume inside the chunk it stopped in.
-      auto done = static_cast<std::size_t>(written);
-      while (left > 0 && done >= at->iov_len) {
-        done -= at->iov_len;
-        ++at;
-        --left;
-      }
-      if (left > 0) {
-        at->iov_base = static_cast<char*>(at->iov_base) + done;
-        at->iov_len -= done;
-      }
-    }
+    writeBatch(fd, iov, path);
   }
 }
 

@@ -33,13 +33,29 @@ void copyRange(int in_fd, std::uint64_t in_offset, int out_fd, std::uint64_t siz
 // Writes all of `size` bytes, retrying on EINTR and short writes. Throws Error(kIo).
 void writeAll(int fd, const char* data, std::size_t size, const std::filesystem::path& path);
 
+// A file mapped whole (an archive being rewritten): chunks of its map can be copied from
+// `fd` by the kernel rather than written from memory.
+struct MappedFile {
+  int fd = -1;
+  std::string_view bytes;  // the map
+  const std::filesystem::path* path = nullptr;
+  CopyMethod method = CopyMethod::kKernel;  // kReadWrite: write every chunk from memory
+};
+
+// Chunks of a MappedFile at least this long are copied by the kernel.
+inline constexpr std::size_t kMinKernelCopy = 4096;
+
 // Writes the chunks one after the other with writev(2), straight from where they lie (a
 // serialized program is a million views into its source; gathering them into a buffer
-// first would copy every byte once more). `visit` sees each batch of chunks just before it
-// is written, while it is in the cache (the caller's CRC). Throws Error(kIo).
+// first would copy every byte once more). Chunks of at least kMinKernelCopy bytes that lie
+// in `source`'s map (a program's unchanged stretches) are copied from its file by the
+// kernel instead, as copyRange() does, and written from the map if the kernel cannot copy
+// between the two files. `visit` sees each batch of chunks just before it is written, while
+// it is in the cache (the caller's CRC). Throws Error(kIo).
 void writeChunks(int fd, std::span<const std::string_view> chunks,
                  const std::filesystem::path& path,
-                 const std::function<void(std::span<const std::string_view>)>& visit);
+                 const std::function<void(std::span<const std::string_view>)>& visit,
+                 const MappedFile* source = nullptr);
 
 // Reads exactly `size` bytes at `offset` into `out`. Throws Error(kIo) on failure and when
 // the file ends first.

@@ -183,7 +183,7 @@ void writeRecords(const ArchiveReader& reader, Plan& plan, const fs::path& temp,
     OutputRecord& record = plan.records[i];
     if (&record == plan.id_record) settleSerializationId(reader, plan);
     if (record.changed) {
-      record.crc32 = writer.add(record.input->name, record.chunks, record.crc32);
+      record.crc32 = writer.add(record.input->name, record.chunks, record.crc32, &reader);
     } else {
       writer.copy(reader, *record.input);
     }

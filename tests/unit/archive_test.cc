@@ -670,6 +670,63 @@ TEST_F(FileCopyTest, ReportsAnInputThatEndsEarly) {
   }
 }
 
+// A program's unchanged stretches lie in the mapped input: long ones are copied from the
+// input's file by the kernel, the rest written from memory, all in order and all seen by
+// the caller's CRC; and written from the map when the kernel copy is not used.
+TEST_F(FileCopyTest, WritesChunksOfAMappedFileByCopyingThem) {
+  const std::string_view map(input_);  // stands in for the map: a file with these bytes
+  const std::string own = "{\"changed\": true}";
+  std::vector<std::string_view> chunks;
+  std::string expected;
+  for (std::size_t at = 1, n = 0; at + 70000 < map.size(); ++n) {
+    // Long and short stretches of the input, unaligned, with text of the caller's between.
+    const std::size_t size = n % 3 == 0 ? 10 : io::kMinKernelCopy + n * 977;
+    chunks.push_back(map.substr(at, size));
+    chunks.push_back(own);
+    expected.append(map.substr(at, size)).append(own);
+    at += size + 1 + n % 7;
+  }
+  for (const io::CopyMethod method : {io::CopyMethod::kKernel, io::CopyMethod::kReadWrite}) {
+    const int out = ::open(path("out").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ASSERT_GE(out, 0);
+    io::writeAll(out, "head", 4, path("out"));
+    const std::filesystem::path in_path = path("in");
+    const io::MappedFile source{in_fd_, map, &in_path, method};
+    std::string seen;
+    io::writeChunks(
+        out, chunks, path("out"),
+        [&](std::span<const std::string_view> batch) {
+          for (std::string_view chunk : batch) seen.append(chunk);
+        },
+        &source);
+    EXPECT_EQ(::lseek(out, 0, SEEK_CUR), static_cast<off_t>(4 + expected.size()));
+    ::close(out);
+    EXPECT_TRUE(readBytes(path("out")) == "head" + expected);
+    EXPECT_TRUE(seen == expected);
+  }
+}
+
+// What Model::save does: a replacement whose chunks are views into the input archive.
+TEST_F(ArchiveTest, RewritesReplacementsMadeOfTheInputsOwnBytes) {
+  const Entries entries = torchLikeEntriesWithWeights();
+  writeArchive(path("in.pt2"), entries);
+  ArchiveReader input(path("in.pt2"));
+  const std::string_view weights = input.data(*input.find("data/weights/weight_2"));
+  ASSERT_GT(weights.size(), std::size_t{2} << 20);
+  const std::vector<std::string_view> chunks = {weights.substr(3, 1 << 20), "|",
+                                                weights.substr(5, 100), "|",
+                                                weights.substr(1000, (1 << 20) + 5)};
+  std::string expected;
+  for (std::string_view chunk : chunks) expected.append(chunk);
+  rewriteArchive(input, {{"models/model.json", chunks}}, path("out.pt2"));
+  ArchiveReader output(path("out.pt2"));
+  const Record& record = *output.find("models/model.json");
+  EXPECT_TRUE(output.data(record) == expected);
+  EXPECT_EQ(record.crc32, zip::crc32Of(expected));
+  EXPECT_EQ(output.checkedData(record), output.data(record));
+  EXPECT_TRUE(pythonZipfileAccepts(path("out.pt2")));
+}
+
 TEST_F(ArchiveTest, WritesChunkedRecordsAsTheirConcatenation) {
   const std::string big = noise(3 << 20, 5);  // larger than the writer's buffer
   const std::vector<std::string_view> chunks = {"{\"a\": ", "", big, "}"};
