@@ -43,8 +43,9 @@ struct Site {
     // The metadata an inserted increment gets (the site's stack trace and module stack).
     absl::InlinedVector<std::pair<std::string_view, RawJson>, 2> metadata;
     bool metadata_known = false;
-    // The name the last inserted increment got (program text), tried first next time: it is
-    // what Graph::freshName would give again, found with one lookup instead of a search.
+    // The name the last inserted increment got (program text), tried first next time: when
+    // it is still what Graph::freshName would give (batch_norm.cc checks), it is kept,
+    // found with one lookup instead of a search and without new text.
     std::string_view name;
   } increment;
 };

@@ -17,7 +17,9 @@
 // "<m>.num_batches_tracked"); the increment is the add_(counter, 1) on that counter's chain
 // between the previous site on the same counter and this one.
 #include <algorithm>
+#include <charconv>
 #include <optional>
+#include <string>
 
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
@@ -123,6 +125,48 @@ Increments incrementsOf(Value& counter, const Node& site, const Node* previous_s
   return found;
 }
 
+// The candidate names of Graph::freshName("add_"), in the order it tries them: "add_" is
+// candidate 0, "add__<k>" candidate k. Null for any other name.
+constexpr std::string_view kIncrementBase = "add_";
+std::optional<std::size_t> candidateIndex(std::string_view name) {
+  constexpr std::string_view kSuffixed = "add__";
+  if (name == kIncrementBase) return 0;
+  if (!name.starts_with(kSuffixed) || name.size() == kSuffixed.size() ||
+      name[kSuffixed.size()] == '0') {
+    return std::nullopt;
+  }
+  std::size_t k = 0;
+  const char* end = name.data() + name.size();
+  const auto [ptr, ec] = std::from_chars(name.data() + kSuffixed.size(), end, k);
+  if (ec != std::errc() || ptr != end) return std::nullopt;
+  return k;
+}
+
+std::string candidateName(std::size_t k) {
+  return k == 0 ? std::string(kIncrementBase) : "add__" + std::to_string(k);
+}
+
+// The name a new increment gets: what freshName("add_") gives, the first candidate not
+// taken (every candidate it passes over is taken; see Graph::freshName). The name the
+// site's increment got last time (`last`) is checked to be that and then kept, without new
+// text: it must be free, and every candidate from `taken_below` (below which this switch
+// knows all are taken) up to it must be taken. In a program toggled between modes that is
+// one lookup per site; a program whose names moved meanwhile gets freshName's answer.
+RawJson incrementName(Rewriter& rewriter, RawJson last, std::size_t& taken_below) {
+  const Graph& graph = rewriter.graph();
+  RawJson name;
+  if (const auto k = candidateIndex(last); k && *k >= taken_below) {
+    bool is_first_free = graph.tryGetValue(last) == nullptr;
+    for (std::size_t c = taken_below; is_first_free && c < *k; ++c) {
+      is_first_free = graph.tryGetValue(candidateName(c)) != nullptr;
+    }
+    if (is_first_free) name = last;
+  }
+  if (name.empty()) name = rewriter.freshName(kIncrementBase);
+  taken_below = candidateIndex(name).value_or(0) + 1;
+  return name;
+}
+
 // Metadata for an inserted increment: the site's module stack and stack trace, as the
 // site's own JSON text (a view: nothing is copied).
 absl::InlinedVector<std::pair<std::string_view, RawJson>, 2> incrementMetadata(const Node& site) {
@@ -187,6 +231,8 @@ class BatchNormPass final : public ModePass {
       if (site.state == wanted) continue;
       plan.push_back({&site, counter, std::move(increments)});
     }
+    // Every candidate name of an increment below this one is taken (see incrementName).
+    std::size_t names_taken_below = 0;
     for (const Planned& p : plan) {
       Node& node = rewriter.mutableNode(*p.site->node);
       rewriter.setInput(node, "training", rewriter.boolArg(train), p.site->flag_input);
@@ -203,7 +249,7 @@ class BatchNormPass final : public ModePass {
         }
         before = kCounted;
       } else if (train && p.increments.empty() && p.counter != nullptr) {
-        insertIncrement(rewriter, *p.site, node, *p.counter);
+        insertIncrement(rewriter, *p.site, node, *p.counter, names_taken_below);
         after = kCounted;
       }
       // Kept with the site: a switch does not change momentum.
@@ -221,12 +267,11 @@ class BatchNormPass final : public ModePass {
   }
 
  private:
-  static void insertIncrement(Rewriter& rewriter, Site& at, Node& site, Value& counter) {
-    Graph& graph = rewriter.graph();
+  static void insertIncrement(Rewriter& rewriter, Site& at, Node& site, Value& counter,
+                              std::size_t& names_taken_below) {
     Value& latest = *counterValueBefore(counter, site);
     Site::Increment& known = at.increment;
-    if (known.name.empty() || graph.tryGetValue(known.name) != nullptr)
-      known.name = rewriter.freshName("add_");
+    known.name = incrementName(rewriter, known.name, names_taken_below);
     if (!known.metadata_known) {
       known.metadata = incrementMetadata(site);
       known.metadata_known = true;
