@@ -279,14 +279,14 @@ std::uint32_t ArchiveWriter::add(std::string_view name, std::span<const std::str
     // lie, its CRC computed batch by batch as they go out, then set in the header.
     impl_->emit(impl_->localHeader(record));
     impl_->flush();
-    std::optional<io::MappedFile> mapped;
-    if (source != nullptr) mapped = io::MappedFile{source->fd(), source->mapped(), &source->path()};
+    io::MappedFile mapped;
+    if (source != nullptr) mapped = {source->fd(), source->mapped(), &source->path()};
     io::writeChunks(
         impl_->fd, chunks, impl_->path,
         [&](std::span<const std::string_view> batch) {
           record.crc32 = zip::crc32Update(record.crc32, batch);
         },
-        mapped ? &*mapped : nullptr);
+        source != nullptr ? &mapped : nullptr);
     impl_->cursor += size;
     impl_->patchCrc(record);
   }

@@ -29,6 +29,32 @@ bool kernelCannotCopy(int error) {
   return error == EXDEV || error == ENOSYS || error == EINVAL || error == EOPNOTSUPP;  // == ENOTSUP
 }
 
+// Copies up to `size` bytes of `in_fd` from `in_offset` to `out_fd` at its file offset with
+// copy_file_range(2) and returns how many it copied: all of them, or fewer when the kernel
+// cannot copy between the two files or copies nothing (the input ended, or a file system
+// that reports no size, as some pseudo and network file systems do). The caller copies the
+// rest another way, which also tells an input that ended early.
+std::uint64_t copyByKernel(int in_fd, std::uint64_t in_offset, int out_fd, std::uint64_t size,
+                           const std::filesystem::path& in_path,
+                           const std::filesystem::path& out_path) {
+  std::uint64_t done = 0;
+  while (done < size) {
+    auto offset = static_cast<off_t>(in_offset + done);
+    const ssize_t copied = ::copy_file_range(
+        in_fd, &offset, out_fd, nullptr,
+        static_cast<std::size_t>(std::min<std::uint64_t>(size - done, kMaxTransfer)), 0);
+    if (copied < 0) {
+      if (errno == EINTR) continue;
+      if (kernelCannotCopy(errno)) break;
+      // Which side failed is not known; the output is the usual suspect (disk full).
+      fail(out_path, "copy from " + in_path.string() + " failed", errno);
+    }
+    if (copied == 0) break;
+    done += static_cast<std::uint64_t>(copied);
+  }
+  return done;
+}
+
 // The copy through a buffer: at most one block of the input is in memory at a time.
 void copyByReading(int in_fd, std::uint64_t in_offset, int out_fd, std::uint64_t size,
                    const std::filesystem::path& in_path, const std::filesystem::path& out_path) {
@@ -80,24 +106,11 @@ bool inMap(const MappedFile& source, std::string_view chunk) {
 // files, as copyRange() falls back), the rest written from the map.
 void copyMapped(int fd, const MappedFile& source, std::string_view chunk, bool& kernel,
                 const std::filesystem::path& path) {
-  auto offset = static_cast<off_t>(chunk.data() - source.bytes.data());
-  while (kernel && !chunk.empty()) {
-    const ssize_t copied =
-        ::copy_file_range(source.fd, &offset, fd, nullptr, std::min(chunk.size(), kMaxTransfer), 0);
-    if (copied < 0) {
-      if (errno == EINTR) continue;
-      if (kernelCannotCopy(errno)) {
-        kernel = false;
-        break;
-      }
-      fail(path, "copy from " + source.path->string() + " failed", errno);
-    }
-    if (copied == 0) {
-      kernel = false;
-      break;
-    }
-    chunk.remove_prefix(static_cast<std::size_t>(copied));
-  }
+  const auto offset = static_cast<std::uint64_t>(chunk.data() - source.bytes.data());
+  const std::uint64_t copied =
+      copyByKernel(source.fd, offset, fd, chunk.size(), *source.path, path);
+  if (copied < chunk.size()) kernel = false;
+  chunk.remove_prefix(static_cast<std::size_t>(copied));
   writeAll(fd, chunk.data(), chunk.size(), path);
 }
 
@@ -188,23 +201,9 @@ void copyRange(int in_fd, std::uint64_t in_offset, int out_fd, std::uint64_t siz
                const std::filesystem::path& in_path, const std::filesystem::path& out_path,
                CopyMethod method) {
   if (method == CopyMethod::kKernel) {
-    while (size > 0) {
-      auto offset = static_cast<off_t>(in_offset);
-      const ssize_t copied = ::copy_file_range(
-          in_fd, &offset, out_fd, nullptr,
-          static_cast<std::size_t>(std::min<std::uint64_t>(size, kMaxTransfer)), 0);
-      if (copied < 0) {
-        if (errno == EINTR) continue;
-        if (kernelCannotCopy(errno)) break;
-        // Which side failed is not known; the output is the usual suspect (disk full).
-        fail(out_path, "copy from " + in_path.string() + " failed", errno);
-      }
-      // Nothing copied: the input ended, or a file system that reports no size (some
-      // pseudo and network file systems) cannot be copied this way. Reading tells which.
-      if (copied == 0) break;
-      in_offset += static_cast<std::uint64_t>(copied);
-      size -= static_cast<std::uint64_t>(copied);
-    }
+    const std::uint64_t copied = copyByKernel(in_fd, in_offset, out_fd, size, in_path, out_path);
+    in_offset += copied;
+    size -= copied;
   }
   if (size > 0) copyByReading(in_fd, in_offset, out_fd, size, in_path, out_path);
 }

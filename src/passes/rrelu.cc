@@ -74,6 +74,8 @@ class RreluPass final : public ModePass {
              SwitchReport& report) const override {
     const bool train = target == Mode::kTrain;
     const Site::State wanted = siteState(target);
+    const std::string_view before = flagText("training", !train);
+    const std::string_view after = flagText("training", train);
     for (Site& site : sites) {
       if (site.state == wanted) continue;
       Node& node = rewriter.mutableNode(*site.node);
@@ -95,8 +97,7 @@ class RreluPass final : public ModePass {
         rewriter.setInput(node, "training", rewriter.boolArg(false));
       }
       site.state = wanted;
-      report.changes.push_back(
-          makeChange(rewriter, node, flagText("training", !train), flagText("training", train)));
+      report.changes.push_back(makeChange(rewriter, node, before, after));
     }
   }
 };
