@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "exmode/archive.h"
+#include "exmode/findings.h"
 #include "exmode/passes.h"
 #include "exmode/program.h"
 
@@ -30,6 +31,10 @@ class Model {
   std::vector<std::string> programNames() const;
   Program& program(std::string_view name);
   const Program& program(std::string_view name) const;
+
+  // The module type list switches find warnings with (findings.h); null, the default, is
+  // ModuleTypeRules::builtIn(). The rules must outlive the model's switches.
+  void setModuleTypeRules(const ModuleTypeRules* rules) { rules_ = rules; }
 
   // Switch every program; one report per program.
   std::vector<SwitchReport> train() { return switchAll(Mode::kTrain); }
@@ -58,6 +63,7 @@ class Model {
 
   std::unique_ptr<archive::ArchiveReader> reader_;
   std::vector<Entry> entries_;
+  const ModuleTypeRules* rules_ = nullptr;
 };
 
 }  // namespace exmode

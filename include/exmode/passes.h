@@ -9,10 +9,14 @@
 #include <string_view>
 #include <vector>
 
+#include "exmode/finding.h"
 #include "exmode/program.h"
 #include "exmode/rewrite.h"
 
 namespace exmode {
+
+class ModePass;
+class ModuleTypeRules;
 
 enum class Mode { kTrain, kEval };
 std::string_view modeName(Mode mode);
@@ -26,6 +30,7 @@ std::string_view programModeName(ProgramMode mode);
 struct Site {
   enum class State { kTrain, kEval, kFixed };  // kFixed: behaves the same in both modes
   const Node* node = nullptr;
+  const ModePass* pass = nullptr;  // the pass that found it (set by the collectors)
   State state = State::kFixed;
   std::optional<double> p;         // dropout probability
   std::optional<double> momentum;  // batch-norm momentum
@@ -72,8 +77,9 @@ struct SwitchReport {
   ProgramMode before = ProgramMode::kNone;
   ProgramMode after = ProgramMode::kNone;
   std::vector<Change> changes;
-  // What the switch could not do exactly, one sentence each.
-  std::vector<std::string> notes;
+  // What the switch cannot make exact (see findings.h): empty when the program already was
+  // in the target mode.
+  std::vector<Finding> warnings;
 };
 
 class ModePass {
@@ -92,6 +98,12 @@ class ModePass {
   // they stay valid while the others run.
   virtual void apply(rewrite::Rewriter& rewriter, Mode target, std::span<Site> sites,
                      SwitchReport& report) const = 0;
+  // The nodes a site of this pass consists of (its node, and for a multi-node site such as a
+  // drop path its mask ops), so that the findings analysis does not report them as
+  // unexplained random ops. Appends to `out`.
+  virtual void siteMembers(const Site& site, std::vector<const Node*>& out) const {
+    out.push_back(site.node);
+  }
 };
 
 // The registered passes, in the order they run.
@@ -114,6 +126,10 @@ struct SwitchCache {
   std::uint64_t version = 0;   // switch
   std::vector<Site> sites;     // every pass's sites, pass after pass
   std::vector<std::size_t> pass_sites;  // where each pass's sites start, then the end
+  // The structural findings (findings.h) of the program, which a switch does not change,
+  // and the rules they were found with.
+  std::vector<Finding> structural;
+  const ModuleTypeRules* rules = nullptr;
 };
 
 // Moves every site of `program` to `target`. Idempotent: a program already in `target` is
@@ -121,8 +137,9 @@ struct SwitchCache {
 // (Program::toJson). Errors (a node exmode cannot switch) are raised before anything
 // changes: every pass's sites are collected first, and functional_ir, which refuses
 // programs, runs first. With a `cache`, sites it holds for this program's current graph
-// are used instead of collected, and the sites of this switch are kept in it.
+// are used instead of collected, and the sites of this switch are kept in it. The report's
+// warnings are found with `rules` (null: ModuleTypeRules::builtIn()).
 SwitchReport switchMode(Program& program, Mode target, std::string program_name = {},
-                        SwitchCache* cache = nullptr);
+                        SwitchCache* cache = nullptr, const ModuleTypeRules* rules = nullptr);
 
 }  // namespace exmode

@@ -82,7 +82,7 @@ const Program& Model::program(std::string_view name) const { return *entry(name)
 std::vector<SwitchReport> Model::switchAll(Mode target) {
   std::vector<SwitchReport> reports;
   for (Entry& e : entries_) {
-    reports.push_back(switchMode(*e.program, target, e.name, &e.sites));
+    reports.push_back(switchMode(*e.program, target, e.name, &e.sites, rules_));
     e.modified = e.modified || !reports.back().changes.empty();
   }
   return reports;

@@ -3,7 +3,9 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
+#include "exmode/findings.h"
 #include "exmode/passes.h"
 #include "exmode/program.h"
 
@@ -12,6 +14,8 @@ namespace exmode::cli {
 struct SwitchOptions {
   std::string input;
   ReadLimits limits;
+  std::vector<std::string> module_types;  // extra module type lists (findings.h)
+  bool strict = false;                    // refuse to write when a warning is found
   std::string output;
   bool in_place = false;
   bool sync = false;  // fsync the output; --in-place always does
@@ -21,11 +25,18 @@ struct SwitchOptions {
 struct InspectOptions {
   std::string input;
   ReadLimits limits;
+  std::vector<std::string> module_types;
   bool json = false;
 };
 
 // --max-program-bytes, --max-nodes, --max-depth: bounds on the programs read.
 void addLimitOptions(CLI::App& command, ReadLimits& limits);
+// --module-types FILE (repeatable): module type lists added to the built-in one.
+void addModuleTypesOption(CLI::App& command, std::vector<std::string>& files);
+// The built-in module type list plus `files`.
+ModuleTypeRules moduleTypeRules(const std::vector<std::string>& files);
+// "  warning: node  op  module (type)  kind: reason" without the indent and newline.
+std::string warningLine(const Finding& finding);
 void addSwitchCommand(CLI::App& app, const std::string& name, const std::string& description,
                       SwitchOptions& options);
 void addInspectCommand(CLI::App& app, InspectOptions& options);

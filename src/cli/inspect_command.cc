@@ -13,6 +13,7 @@ void addInspectCommand(CLI::App& app, InspectOptions& options) {
   CLI::App* command = app.add_subcommand("inspect", "List the mode-sensitive sites and the mode");
   command->add_option("input", options.input, "PT2 archive to read")->required();
   command->add_flag("--json", options.json, "Print JSON instead of text");
+  addModuleTypesOption(*command, options.module_types);
   addLimitOptions(*command, options.limits);
 }
 
@@ -24,7 +25,8 @@ std::string number(double value) {
   return text;
 }
 
-void printText(const std::string& name, const std::vector<Site>& sites) {
+void printText(const std::string& name, const std::vector<Site>& sites,
+               const std::vector<Finding>& findings) {
   for (const Site& s : sites) {
     const std::string module = s.node->modulePath();
     std::cout << s.node->name() << "  " << shortTarget(s.node->target()) << "  "
@@ -34,8 +36,33 @@ void printText(const std::string& name, const std::vector<Site>& sites) {
     if (s.eps) std::cout << "  eps=" << number(*s.eps);
     std::cout << "\n";
   }
+  for (const Finding& f : findings) {
+    std::cout << "warning (" << findingWhenName(f.when) << "): " << warningLine(f) << "\n";
+  }
   std::cout << name << ": mode " << programModeName(detectMode(sites)) << " (" << sites.size()
-            << (sites.size() == 1 ? " site" : " sites") << ")\n";
+            << (sites.size() == 1 ? " site" : " sites");
+  if (!findings.empty()) {
+    std::cout << ", " << findings.size() << (findings.size() == 1 ? " warning" : " warnings");
+  }
+  std::cout << ")\n";
+}
+
+void appendFindingJson(std::string& out, const Finding& f) {
+  const std::pair<const char*, std::string_view> fields[] = {
+      {"kind", findingKindName(f.kind)}, {"when", findingWhenName(f.when)},
+      {"node", f.node},                  {"op", f.op},
+      {"module", f.module},              {"module_type", f.module_type},
+      {"reason", f.reason}};
+  out += "{";
+  bool first = true;
+  for (const auto& [key, value] : fields) {
+    if (!first) out += ", ";
+    first = false;
+    json::appendString(out, key);
+    out += ": ";
+    json::appendString(out, value);
+  }
+  out += "}";
 }
 
 void appendSiteJson(std::string& out, const Site& s) {
@@ -62,6 +89,7 @@ void appendSiteJson(std::string& out, const Site& s) {
 }  // namespace
 
 int runInspect(const InspectOptions& options) {
+  const ModuleTypeRules rules = moduleTypeRules(options.module_types);
   auto model = Model::open(options.input, options.limits);
   std::string out = "{\"file\": ";
   json::appendString(out, options.input);
@@ -69,8 +97,9 @@ int runInspect(const InspectOptions& options) {
   bool first_program = true;
   for (const std::string& name : model->programNames()) {
     const std::vector<Site> sites = collectSites(model->program(name));
+    const std::vector<Finding> findings = analyze(model->program(name), sites, rules);
     if (!options.json) {
-      printText(name, sites);
+      printText(name, sites, findings);
       continue;
     }
     if (!first_program) out += ", ";
@@ -83,6 +112,11 @@ int runInspect(const InspectOptions& options) {
     for (std::size_t i = 0; i < sites.size(); ++i) {
       if (i > 0) out += ", ";
       appendSiteJson(out, sites[i]);
+    }
+    out += "], \"warnings\": [";
+    for (std::size_t i = 0; i < findings.size(); ++i) {
+      if (i > 0) out += ", ";
+      appendFindingJson(out, findings[i]);
     }
     out += "]}";
   }

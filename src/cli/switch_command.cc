@@ -32,6 +32,32 @@ void addLimitOptions(CLI::App& command, ReadLimits& limits) {
       ->capture_default_str();
 }
 
+void addModuleTypesOption(CLI::App& command, std::vector<std::string>& files) {
+  command.add_option("--module-types", files,
+                     "Also read this list of mode-dependent module types (repeatable; format: "
+                     "data/mode_dependent_modules.txt)");
+}
+
+ModuleTypeRules moduleTypeRules(const std::vector<std::string>& files) {
+  ModuleTypeRules rules = ModuleTypeRules::builtIn();
+  for (const std::string& file : files) rules.addFile(file);
+  return rules;
+}
+
+std::string warningLine(const Finding& f) {
+  std::string line = f.node;
+  line += "  ";
+  line += f.op.empty() ? "-" : f.op;
+  line += "  ";
+  line += f.module.empty() ? "<root>" : f.module;
+  if (!f.module_type.empty()) line += " (" + f.module_type + ")";
+  line += "  ";
+  line += findingKindName(f.kind);
+  line += ": ";
+  line += f.reason;
+  return line;
+}
+
 void addSwitchCommand(CLI::App& app, const std::string& name, const std::string& description,
                       SwitchOptions& options) {
   CLI::App* command = app.add_subcommand(name, description);
@@ -42,6 +68,9 @@ void addSwitchCommand(CLI::App& app, const std::string& name, const std::string&
   command->add_flag("--sync", options.sync,
                     "Flush OUT to disk (fsync) before exiting; --in-place always does");
   command->add_flag("-q,--quiet", options.quiet, "Print only errors");
+  command->add_flag("--strict", options.strict,
+                    "Fail (exit 5, nothing written) when the switch cannot be exact (a warning)");
+  addModuleTypesOption(*command, options.module_types);
   addLimitOptions(*command, options.limits);
   command->callback([command, output, in_place] {
     if (output->count() == 0 && in_place->count() == 0) {
@@ -51,8 +80,12 @@ void addSwitchCommand(CLI::App& app, const std::string& name, const std::string&
 }
 
 int runSwitch(Mode target, const SwitchOptions& options) {
+  const ModuleTypeRules rules = moduleTypeRules(options.module_types);
   auto model = Model::open(options.input, options.limits);
+  model->setModuleTypeRules(&rules);
   const std::vector<SwitchReport> reports = target == Mode::kTrain ? model->train() : model->eval();
+  std::size_t warnings = 0;
+  for (const SwitchReport& report : reports) warnings += report.warnings.size();
   if (!options.quiet) {
     for (const SwitchReport& report : reports) {
       for (const Change& c : report.changes) {
@@ -60,18 +93,30 @@ int runSwitch(Mode target, const SwitchOptions& options) {
                   << (c.module.empty() ? "<root>" : c.module) << "  " << c.before << " -> "
                   << c.after << "\n";
       }
-      for (const std::string& note : report.notes) std::cout << "  note: " << note << "\n";
+      for (const Finding& f : report.warnings) std::cout << "  warning: " << warningLine(f) << "\n";
+      const std::size_t n = report.warnings.size();
+      const std::string warned =
+          n == 0 ? "" : std::to_string(n) + (n == 1 ? " warning" : " warnings");
       if (report.changes.empty() && report.before == ProgramMode::kNone) {
-        std::cout << report.program << ": no mode-sensitive site; nothing changed\n";
+        std::cout << report.program << ": no mode-sensitive site; nothing changed"
+                  << (warned.empty() ? "" : " (" + warned + ")") << "\n";
       } else if (report.changes.empty()) {
         std::cout << report.program << ": already in " << modeName(target)
-                  << " mode; nothing changed\n";
+                  << " mode; nothing changed" << (warned.empty() ? "" : " (" + warned + ")")
+                  << "\n";
       } else {
         std::cout << report.program << ": " << programModeName(report.before) << " -> "
                   << programModeName(report.after) << " (" << report.changes.size()
-                  << (report.changes.size() == 1 ? " change" : " changes") << ")\n";
+                  << (report.changes.size() == 1 ? " change" : " changes")
+                  << (warned.empty() ? "" : ", " + warned) << ")\n";
       }
     }
+  }
+  if (options.strict && warnings > 0) {
+    throw Error(ErrorKind::kUnsupported,
+                options.input + ": --strict: the switch to " + std::string(modeName(target)) +
+                    " cannot be exact (" + std::to_string(warnings) +
+                    (warnings == 1 ? " warning" : " warnings") + "); nothing written");
   }
   // Both write a temporary file and rename it, so the target is never half written. An
   // in-place switch replaces what may be the only copy, so it is also made durable; a new

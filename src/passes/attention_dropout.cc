@@ -1,16 +1,17 @@
-// Attention dropout inside nn.MultiheadAttention (TransformerEncoderLayer and friends).
+// Attention dropout: the dropout_p of scaled_dot_product_attention.
 //
 // Train: aten.scaled_dot_product_attention.default(q, k, v, attn_mask, dropout_p=p, ...)
 // Eval:  aten.scaled_dot_product_attention.default(q, k, v)         (dropout_p omitted: 0.0)
 //
-// MultiheadAttention passes `dropout_p = self.dropout if self.training else 0.0`, so the
-// export keeps p only in training mode. To eval: drop `dropout_p` (and a trailing
-// attn_mask=None, as torch omits trailing defaults; set 0.0 instead when later arguments
-// follow) and remember p in the node's metadata under kSavedP, which torch.export.load
-// ignores. To train: restore p from there. An eval export never had p in its graph: such a
-// node is reported as fixed and left alone, since p cannot be known.
-// Conditions: only nodes whose innermost module is a MultiheadAttention; an sdpa call in
-// user code may use dropout regardless of the mode.
+// Attention code passes `dropout_p = p if self.training else 0.0` (nn.MultiheadAttention,
+// timm, Hugging Face transformers, torchvision: docs/ATTENTION_DROPOUT.md has the survey),
+// so the export keeps p only in training mode. The rule: wherever sdpa has dropout_p > 0,
+// eval has 0.0. To eval: drop `dropout_p` (and a trailing attn_mask=None, as torch omits
+// trailing defaults; set 0.0 instead when later arguments follow) and remember p in the
+// node's metadata under kSavedP. To train: restore p from there. An eval export never had p
+// in its graph: such a node is a fixed site, left alone, and the findings analysis warns
+// that its train-mode p is unknown.
+// Conditions: every sdpa node; dropout_p a literal float.
 #include <charconv>
 
 #include "exmode/error.h"
@@ -26,7 +27,6 @@ namespace {
 using namespace rewrite;
 
 constexpr std::string_view kSavedP = "exmode_attention_dropout_p";
-constexpr std::string_view kModuleType = "MultiheadAttention";
 
 const Pattern& attentionPattern() {
   static const Pattern pattern =
@@ -34,11 +34,19 @@ const Pattern& attentionPattern() {
   return pattern;
 }
 
-bool inMultiheadAttention(const Node& node) { return node.moduleType().ends_with(kModuleType); }
-
+// A dropout_p that is not a literal (a symbolic float) cannot be switched: refused, as
+// literalFlag refuses a flag that is not a literal.
 double graphP(const Node& node) {
   const NamedArgument* in = node.input("dropout_p");
-  return in == nullptr ? 0.0 : in->arg.asDouble().value_or(0.0);
+  if (in == nullptr) return 0.0;
+  const std::optional<double> p = in->arg.asDouble();
+  if (!p) {
+    throw Error(ErrorKind::kUnsupported, "node '" + std::string(node.name()) + "' (" +
+                                             std::string(shortTarget(node.target())) +
+                                             "): 'dropout_p' is " + std::string(in->arg.kind) +
+                                             ", not a literal float");
+  }
+  return *p;
 }
 
 std::optional<double> savedP(const Node& node) {
@@ -70,7 +78,6 @@ class AttentionDropoutPass final : public ModePass {
   void collectSites(const Graph& graph, std::vector<Site>& sites,
                     SiteDetail /*detail*/) const override {
     for (const Match& m : matchAll(graph, attentionPattern())) {
-      if (!inMultiheadAttention(*m.root)) continue;
       const double p = graphP(*m.root);
       Site site{.node = m.root, .state = Site::State::kFixed, .p = p};
       if (p > 0.0) {
@@ -98,10 +105,6 @@ class AttentionDropoutPass final : public ModePass {
         site.state = Site::State::kTrain;
         report.changes.push_back(makeChange(rewriter, node, "dropout_p=0.0",
                                             rewriter.keep("dropout_p=" + pText(*site.p))));
-      } else if (target == Mode::kTrain && site.state == Site::State::kFixed) {
-        report.notes.push_back("attention dropout of '" + node.modulePath() +
-                               "' stays 0.0: the program was exported in eval mode, which does "
-                               "not record the module's dropout p");
       }
     }
   }

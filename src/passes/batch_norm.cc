@@ -254,13 +254,6 @@ class BatchNormPass final : public ModePass {
       }
       // Kept with the site: a switch does not change momentum.
       if (train && !p.site->momentum) p.site->momentum = numberArg(node, "momentum");
-      if (train && p.site->momentum == 0.0) {
-        report.notes.push_back(
-            "batch norm '" + node.modulePath() +
-            "' has momentum 0.0, so its running statistics will not change in training; "
-            "BatchNorm(momentum=None) exports this way in eval mode, and its cumulative average "
-            "cannot be expressed in the graph");
-      }
       report.changes.push_back(makeChange(rewriter, node, before, after));
     }
     graph.renumber();

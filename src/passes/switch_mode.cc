@@ -2,8 +2,10 @@
 #include <algorithm>
 
 #include "exmode/error.h"
+#include "exmode/findings.h"
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
+#include "passes/findings_internal.h"
 
 namespace exmode {
 
@@ -37,7 +39,11 @@ std::string_view siteStateName(Site::State state) {
 
 std::vector<Site> collectSites(const Graph& graph) {
   std::vector<Site> sites;
-  for (const ModePass* pass : modePasses()) pass->collectSites(graph, sites, SiteDetail::kFull);
+  for (const ModePass* pass : modePasses()) {
+    const std::size_t first = sites.size();
+    pass->collectSites(graph, sites, SiteDetail::kFull);
+    for (std::size_t i = first; i < sites.size(); ++i) sites[i].pass = pass;
+  }
   std::stable_sort(sites.begin(), sites.end(),
                    [](const Site& a, const Site& b) { return a.node->order() < b.node->order(); });
   return sites;
@@ -141,8 +147,10 @@ void collectPassSites(const Program& program, std::vector<Site>& sites,
                       std::vector<std::size_t>& pass_sites) {
   refuseNestedSites(program.graph());
   for (const ModePass* pass : modePasses()) {
-    pass_sites.push_back(sites.size());
+    const std::size_t first = sites.size();
+    pass_sites.push_back(first);
     pass->collectSites(program.graph(), sites, SiteDetail::kState);
+    for (std::size_t i = first; i < sites.size(); ++i) sites[i].pass = pass;
   }
   pass_sites.push_back(sites.size());
 }
@@ -150,7 +158,8 @@ void collectPassSites(const Program& program, std::vector<Site>& sites,
 }  // namespace
 
 SwitchReport switchMode(Program& program, Mode target, std::string program_name,
-                        SwitchCache* cache) {
+                        SwitchCache* cache, const ModuleTypeRules* rules) {
+  if (rules == nullptr) rules = &ModuleTypeRules::builtIn();
   return namingTheProgram(program, [&] {
     SwitchReport report;
     report.program = std::move(program_name);
@@ -158,16 +167,35 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
     // throws here, leaving the program untouched. Graph order does not matter for the mode.
     std::vector<Site> sites;
     std::vector<std::size_t> pass_sites;  // where each pass's sites start
+    std::vector<Finding> structural;
+    bool structural_known = false;
     Graph& graph = program.graph();
     if (cache != nullptr && cache->graph_id == graph.id() && cache->version == graph.version()) {
       sites = std::move(cache->sites);
       pass_sites = std::move(cache->pass_sites);
+      if (cache->rules == rules) {
+        structural = std::move(cache->structural);
+        structural_known = true;
+      }
     } else {
       collectPassSites(program, sites, pass_sites);
     }
     // Kept again only once this switch is through: one that throws half-way leaves none.
     if (cache != nullptr) *cache = {};
     report.before = detectMode(sites);
+    // What this switch cannot make exact, found before anything changes. A program already
+    // in the target mode is the export itself: nothing to report, nothing to find.
+    const bool already = (report.before == ProgramMode::kTrain && target == Mode::kTrain) ||
+                         (report.before == ProgramMode::kEval && target == Mode::kEval);
+    if (!already) {
+      if (!structural_known) {
+        structural = passes::structuralFindings(graph, sites, *rules);
+        structural_known = true;
+      }
+      std::vector<Finding> found = structural;
+      passes::siteFindings(graph, sites, found);
+      report.warnings = findingsForSwitch(found, report.before, target);
+    }
     const auto& passes = modePasses();
     rewrite::Rewriter rewriter(program);
     std::vector<std::size_t> runs;
@@ -188,7 +216,9 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
       *cache = {.graph_id = graph.id(),
                 .version = graph.version(),
                 .sites = std::move(sites),
-                .pass_sites = std::move(pass_sites)};
+                .pass_sites = std::move(pass_sites),
+                .structural = structural_known ? std::move(structural) : std::vector<Finding>{},
+                .rules = structural_known ? rules : nullptr};
     }
     return report;
   });

@@ -434,12 +434,18 @@ TEST(Passes, AttentionDropoutKeepsLaterArguments) {
   EXPECT_EQ(switched(eval, Mode::kTrain), train);
 }
 
-TEST(Passes, AttentionDropoutOutsideMultiheadAttentionIsNotASite) {
+TEST(Passes, AttentionDropoutOutsideMultiheadAttentionIsSwitchedToo) {
+  // timm, Hugging Face and hand-written attention pass `p if self.training else 0.0` as
+  // nn.MultiheadAttention does (docs/ATTENTION_DROPOUT.md).
   const std::string user = attention(
       ", " + testing::noneInput("attn_mask") + ", " + testing::floatInput("dropout_p", 0.1),
       "__main__.MyAttention");
-  EXPECT_TRUE(collectSites(Program::parse(user, "t.json")->graph()).empty());
-  EXPECT_EQ(switched(user, Mode::kEval), user);
+  const auto sites = collectSites(Program::parse(user, "t.json")->graph());
+  ASSERT_EQ(sites.size(), 1u);
+  EXPECT_EQ(sites[0].state, Site::State::kTrain);
+  const std::string eval = switched(user, Mode::kEval);
+  EXPECT_EQ(eval.find("\"name\": \"dropout_p\""), std::string::npos) << eval;
+  EXPECT_EQ(switched(eval, Mode::kTrain), user);
 }
 
 TEST(Passes, AttentionDropoutOfAnEvalExportCannotBeRestored) {
@@ -447,8 +453,12 @@ TEST(Passes, AttentionDropoutOfAnEvalExportCannotBeRestored) {
   SwitchReport report;
   EXPECT_EQ(switched(eval, Mode::kTrain, &report), eval);
   EXPECT_TRUE(report.changes.empty());
-  ASSERT_EQ(report.notes.size(), 1u);
-  EXPECT_NE(report.notes[0].find("'attn'"), std::string::npos);
+  ASSERT_EQ(report.warnings.size(), 1u);
+  EXPECT_EQ(report.warnings[0].kind, Finding::Kind::kUnrecorded);
+  EXPECT_EQ(report.warnings[0].module, "attn");
+  // Nothing to warn about going to eval: the program is the eval export itself.
+  switched(eval, Mode::kEval, &report);
+  EXPECT_TRUE(report.warnings.empty());
 }
 
 }  // namespace
@@ -519,17 +529,19 @@ TEST(Passes, RreluDropsAndRestoresTrailingDefaults) {
 namespace exmode {
 namespace {
 
-TEST(Passes, NotesBatchNormThatCannotTrackStatistics) {
+TEST(Passes, WarnsOfBatchNormThatCannotTrackStatistics) {
   // BatchNorm(momentum=None) exported in eval mode: momentum 0.0.
   std::string eval = testing::bnDropoutEvalProgram();
   const std::string momentum = testing::floatInput("momentum", 0.3);
   eval.replace(eval.find(momentum), momentum.size(), testing::floatInput("momentum", 0.0));
   SwitchReport report;
   switched(eval, Mode::kTrain, &report);
-  ASSERT_EQ(report.notes.size(), 1u);
-  EXPECT_NE(report.notes[0].find("batch norm 'bn' has momentum 0.0"), std::string::npos);
+  ASSERT_EQ(report.warnings.size(), 1u);
+  EXPECT_EQ(report.warnings[0].kind, Finding::Kind::kInexact);
+  EXPECT_EQ(report.warnings[0].module, "bn");
+  EXPECT_NE(report.warnings[0].reason.find("momentum 0.0"), std::string::npos);
   switched(testing::bnDropoutEvalProgram(), Mode::kTrain, &report);
-  EXPECT_TRUE(report.notes.empty());
+  EXPECT_TRUE(report.warnings.empty());
 }
 
 }  // namespace
