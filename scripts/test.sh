@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Sets up (idempotently), builds, and runs every test: the C++ unit tests under CTest and
-# the Python oracle tests under pytest. Exits non-zero if either fails.
+# Sets up (idempotently), builds, and runs every test: the C++ unit tests under CTest, the
+# Python oracle tests under pytest (torch 2.13), and the real-architecture tier (torchvision,
+# timm, Hugging Face models under torch 2.14, in a venv of its own). Exits non-zero if any
+# fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh || exit 1
@@ -8,4 +10,5 @@ cd "$(dirname "$0")/.."
 status=0
 ctest --test-dir build --output-on-failure -j "$(nproc)" || status=1
 EXMODE_BIN="$PWD/build/exmode" python3 -m pytest tests/python -q -n "$(nproc)" -p no:cacheprovider || status=1
+EXMODE_BIN="$PWD/build/exmode" ./scripts/test-real.sh || status=1
 exit $status

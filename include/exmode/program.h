@@ -225,6 +225,9 @@ class Graph {
   // autocast and no_grad regions), with the top-level node that holds them. Nested graphs
   // are kept verbatim; this list lets passes see what they contain.
   const std::vector<NestedNode>& nestedNodes() const { return nested_nodes_; }
+  // The node after / before `node` in graph order, or null at the end / start.
+  const Node* nextNode(const Node& node) const;
+  const Node* previousNode(const Node& node) const;
   // Recomputes Node::order() after insertions that found no gap to take (a no-op
   // otherwise: erasing keeps the order of the nodes left).
   void renumber();

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -62,6 +63,13 @@ class Rewriter {
   // Makes every use of `from` located after `after` in graph order use `to` instead;
   // `after` == null means every use, graph outputs and output specs included.
   void replaceUses(Value& from, Value& to, const Node* after = nullptr);
+  // Makes reference `ref` of input `input` of `user` (indexes into inputs() and the
+  // argument's payload refs) use `to`: one use, where replaceUses moves them all.
+  void replaceUse(Node& user, std::size_t input, std::size_t ref, Value& to);
+  // Moves the tensor_values entries of `values` (in their order) to right after the entry of
+  // `after`, where torch would have written them; without `after` (or when it has no entry)
+  // they stay where they are. Linear in the graph's values.
+  void moveTensorValues(std::span<Value* const> values, const Value* after);
   // Removes a node whose outputs have no users. Invalidates references to the node.
   void eraseNode(Node& node);
   // Inserts a node before `before` and returns it. Output names must be fresh.

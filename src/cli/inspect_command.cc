@@ -48,11 +48,13 @@ void printText(const std::string& name, const std::vector<Site>& sites,
 }
 
 void appendFindingJson(std::string& out, const Finding& f) {
-  const std::pair<const char*, std::string_view> fields[] = {
-      {"kind", findingKindName(f.kind)}, {"when", findingWhenName(f.when)},
-      {"node", f.node},                  {"op", f.op},
-      {"module", f.module},              {"module_type", f.module_type},
-      {"reason", f.reason}};
+  const std::pair<const char*, std::string_view> fields[] = {{"kind", findingKindName(f.kind)},
+                                                             {"when", findingWhenName(f.when)},
+                                                             {"node", f.node},
+                                                             {"op", f.op},
+                                                             {"module", f.module},
+                                                             {"module_type", f.module_type},
+                                                             {"reason", f.reason}};
   out += "{";
   bool first = true;
   for (const auto& [key, value] : fields) {

@@ -22,8 +22,9 @@
 namespace exmode::cli {
 
 void addLimitOptions(CLI::App& command, ReadLimits& limits) {
-  command.add_option("--max-program-bytes", limits.max_json_bytes,
-                     "Refuse programs with more JSON than this")
+  command
+      .add_option("--max-program-bytes", limits.max_json_bytes,
+                  "Refuse programs with more JSON than this")
       ->capture_default_str();
   command.add_option("--max-nodes", limits.max_nodes, "Refuse graphs with more nodes")
       ->capture_default_str();

@@ -8,7 +8,9 @@
 // so the export keeps p only in training mode. The rule: wherever sdpa has dropout_p > 0,
 // eval has 0.0. To eval: drop `dropout_p` (and a trailing attn_mask=None, as torch omits
 // trailing defaults; set 0.0 instead when later arguments follow) and remember p in the
-// node's metadata under kSavedP. To train: restore p from there. An eval export never had p
+// node's `custom` metadata under kSavedP (remembered.h: torch.export.load and save keep it;
+// programs switched before it moved there hold it as a metadata field of its own, which is
+// still read). To train: restore p from there. An eval export never had p
 // in its graph: such a node is a fixed site, left alone, and the findings analysis warns
 // that its train-mode p is unknown.
 // Conditions: every sdpa node; dropout_p a literal float.
@@ -18,6 +20,7 @@
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
 #include "passes/change.h"
+#include "passes/remembered.h"
 #include "program/json_text.h"
 
 namespace exmode::passes {
@@ -50,7 +53,9 @@ double graphP(const Node& node) {
 }
 
 std::optional<double> savedP(const Node& node) {
-  const std::string text = node.metadataField(kSavedP);
+  std::string text;
+  if (remembered::usable(node)) text = remembered::get(node, kSavedP).value_or("");
+  if (text.empty()) text = node.metadataField(kSavedP);
   if (text.empty()) return std::nullopt;
   double p = -1;
   const char* end = text.data() + text.size();
@@ -121,7 +126,11 @@ class AttentionDropoutPass final : public ModePass {
     } else {
       rewriter.setInput(node, "dropout_p", rewriter.floatArg(0.0));
     }
-    rewriter.setMetadataField(node, kSavedP, pText(p));
+    if (remembered::usable(node)) {
+      remembered::set(rewriter, node, kSavedP, pText(p));
+    } else {
+      rewriter.setMetadataField(node, kSavedP, pText(p));
+    }
   }
 
   static void toTrain(Rewriter& rewriter, Node& node, double p) {
@@ -133,7 +142,11 @@ class AttentionDropoutPass final : public ModePass {
       }
       rewriter.insertInput(node, {"dropout_p", rewriter.floatArg(p), "1"}, "is_causal");
     }
-    rewriter.setMetadataField(node, kSavedP, std::nullopt);
+    if (remembered::usable(node) && remembered::get(node, kSavedP)) {
+      remembered::set(rewriter, node, kSavedP, std::nullopt);
+    }
+    if (!node.metadataFieldJson(kSavedP).empty())
+      rewriter.setMetadataField(node, kSavedP, std::nullopt);
   }
 };
 

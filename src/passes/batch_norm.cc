@@ -118,8 +118,7 @@ Increments incrementsOf(Value& counter, const Node& site, const Node* previous_s
   Value* current = &counter;
   while (Node* next = incrementReading(*current)) {
     if (next->order() >= site.order()) break;
-    if (previous_site == nullptr || next->order() > previous_site->order())
-      found.push_back(next);
+    if (previous_site == nullptr || next->order() > previous_site->order()) found.push_back(next);
     current = next->output();
   }
   return found;

@@ -6,49 +6,37 @@
 // each with its in-place variant; all share the schema (Tensor input, float p, bool train).
 // Conditions: `train` is a literal bool (anything else is refused, see literalFlag).
 // `p` is never touched.
-#include "exmode/passes.h"
-#include "exmode/pattern.h"
-#include "passes/change.h"
+// Kept beside the flag: going to eval, a site whose graph reads like a merged eval export
+// (findings_internal.h) is marked as coming from a train export, so that the findings
+// analysis does not warn about it on the way back; going to train removes the mark.
+#include "passes/findings_internal.h"
+#include "passes/flag_pass.h"
+#include "passes/remembered.h"
 
 namespace exmode::passes {
 
 namespace {
 
-using namespace rewrite;
-
-const Pattern& dropoutPattern() {
-  static const Pattern pattern = Pattern(
+const rewrite::Pattern& dropoutPattern() {
+  static const rewrite::Pattern pattern = rewrite::Pattern(
       {"aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default",
        "aten.feature_dropout_.default", "aten.alpha_dropout.default", "aten.alpha_dropout_.default",
        "aten.feature_alpha_dropout.default", "aten.feature_alpha_dropout_.default"});
   return pattern;
 }
 
-class DropoutPass final : public ModePass {
+class DropoutPass final : public FlagPass {
  public:
-  std::string_view name() const override { return "dropout"; }
-  const std::vector<std::string>& targets() const override { return dropoutPattern().targets(); }
+  DropoutPass() : FlagPass("dropout", dropoutPattern(), "train", "p") {}
 
-  void collectSites(const Graph& graph, std::vector<Site>& sites,
-                    SiteDetail detail) const override {
-    for (const Match& m : matchAll(graph, dropoutPattern())) {
-      Site& site = sites.emplace_back(flagSite(*m.root, "train"));
-      if (detail == SiteDetail::kFull) site.p = numberArg(*m.root, "p");
-    }
-  }
-
-  void apply(Rewriter& rewriter, Mode target, std::span<Site> sites,
-             SwitchReport& report) const override {
-    const bool train = target == Mode::kTrain;
-    const Site::State wanted = siteState(target);
-    const std::string_view before = flagText("train", !train);
-    const std::string_view after = flagText("train", train);
-    for (Site& site : sites) {
-      if (site.state == wanted) continue;
-      Node& node = rewriter.mutableNode(*site.node);
-      rewriter.setInput(node, "train", rewriter.boolArg(train), site.flag_input);
-      site.state = wanted;
-      report.changes.push_back(makeChange(rewriter, node, before, after));
+ protected:
+  void flipped(rewrite::Rewriter& rewriter, Node& node, Mode target) const override {
+    if (target == Mode::kEval) {
+      if (looksMerged(rewriter.graph(), node) && remembered::usable(node)) {
+        remembered::set(rewriter, node, kFromTrainExport, "true");
+      }
+    } else if (remembered::get(node, kFromTrainExport)) {
+      remembered::set(rewriter, node, kFromTrainExport, std::nullopt);
     }
   }
 };

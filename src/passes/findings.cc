@@ -16,6 +16,7 @@
 #include <algorithm>
 
 #include "passes/findings_internal.h"
+#include "passes/remembered.h"
 #include "program/json_text.h"
 
 namespace exmode {
@@ -56,19 +57,82 @@ namespace {
 
 constexpr std::string_view kAtenPrefix = "torch.ops.aten.";
 
-// ATen ops tagged nondeterministic_seeded in native_functions.yaml that models record
-// (dropout's own ops are sites of their pass).
+// Every ATen op base name tagged nondeterministic_seeded in native_functions.yaml (torch
+// 2.13 and 2.14 agree; docs/EXPORT_IR.md). Those that are sites of a pass (dropout, sdpa,
+// rrelu, the RNNs) are members of their sites and so not reported.
 const absl::flat_hash_set<std::string_view>& randomOps() {
   static const absl::flat_hash_set<std::string_view> ops = {
-      "bernoulli",      "bernoulli_",     "rand",           "rand_like",
-      "randn",          "randn_like",     "randint",        "randint_like",
-      "randperm",       "normal",         "normal_",        "uniform",
-      "uniform_",       "exponential",    "exponential_",   "geometric",
-      "geometric_",     "cauchy",         "cauchy_",        "log_normal",
-      "log_normal_",    "random",         "random_",        "multinomial",
-      "poisson",        "binomial",       "native_dropout", "_standard_gamma",
-      "_sample_dirichlet", "rrelu_with_noise", "rrelu_with_noise_", "rrelu_with_noise_functional",
-      "_fused_dropout", "_fused_moving_avg_obs_fq_helper",
+      "_cudnn_attention_backward",
+      "_cudnn_attention_forward",
+      "_cudnn_init_dropout_state",
+      "_cudnn_rnn",
+      "_efficient_attention_forward",
+      "_fill_mem_eff_dropout_mask_",
+      "_flash_attention_forward",
+      "_flash_attention_forward_no_dropout_inplace",
+      "_fused_dropout",
+      "_fused_sdp_choice",
+      "_lstm_mps",
+      "_nested_tensor_softmax_with_shape",
+      "_sample_dirichlet",
+      "_scaled_dot_product_attention_math",
+      "_scaled_dot_product_attention_math_for_mps",
+      "_scaled_dot_product_cudnn_attention",
+      "_scaled_dot_product_cudnn_attention_backward",
+      "_scaled_dot_product_efficient_attention",
+      "_scaled_dot_product_efficient_attention_backward",
+      "_scaled_dot_product_flash_attention",
+      "_scaled_dot_product_flash_attention_for_cpu",
+      "_scaled_dot_product_fused_attention_overrideable",
+      "_standard_gamma",
+      "_triton_scaled_dot_attention",
+      "alpha_dropout",
+      "alpha_dropout_",
+      "bernoulli",
+      "bernoulli_",
+      "binomial",
+      "cauchy",
+      "cauchy_",
+      "dropout",
+      "dropout_",
+      "exponential",
+      "exponential_",
+      "feature_alpha_dropout",
+      "feature_alpha_dropout_",
+      "feature_dropout",
+      "feature_dropout_",
+      "geometric",
+      "geometric_",
+      "gru",
+      "log_normal",
+      "log_normal_",
+      "lstm",
+      "miopen_rnn",
+      "multinomial",
+      "native_dropout",
+      "normal",
+      "normal_",
+      "normal_functional",
+      "poisson",
+      "rand",
+      "rand_like",
+      "randint",
+      "randint_like",
+      "randn",
+      "randn_like",
+      "random",
+      "random_",
+      "randperm",
+      "rnn_relu",
+      "rnn_tanh",
+      "rrelu",
+      "rrelu_",
+      "rrelu_with_noise",
+      "rrelu_with_noise_",
+      "rrelu_with_noise_functional",
+      "scaled_dot_product_attention",
+      "uniform",
+      "uniform_",
   };
   return ops;
 }
@@ -167,7 +231,8 @@ void unusedState(const Graph& graph,
     constexpr std::string_view kCounter = "num_batches_tracked";
     if (s.fqn.ends_with(kCounter)) {
       const std::string_view owner = ownerOf(s.fqn);
-      const std::string mean = owner.empty() ? "running_mean" : std::string(owner) + ".running_mean";
+      const std::string mean =
+          owner.empty() ? "running_mean" : std::string(owner) + ".running_mean";
       if (read_buffers.contains(mean)) {
         for (std::string_view m = ownerOf(s.fqn);; m = ownerOf(m)) {
           ++counts[m].first;
@@ -215,20 +280,20 @@ void unusedState(const Graph& graph,
     ++groups[pos->second].count;
   }
   for (const Group& g : groups) {
+    // A module whose nodes are in the graph ran at export: its unread state is dead in the
+    // mode exported (a rotary embedding's spare buffer), not a branch that did not run.
+    // Modules that read cached state only in one mode are listed by type instead.
+    if (!g.whole || (!g.module.empty() && module_types.contains(std::string(g.module)))) continue;
     Finding f{.kind = Finding::Kind::kUnusedState, .when = Finding::When::kBoth};
     f.node = std::string(g.first->value->name());
     f.module = std::string(g.module);
-    if (auto it = module_types.find(f.module); it != module_types.end()) f.module_type = it->second;
-    const std::string what = plural(g.count, "parameter or buffer", "parameters and buffers");
-    f.reason = (g.whole ? "its " + what + " are" : what + " of it (first '" +
-                                                       std::string(g.first->fqn) + "') are") +
-               " read by no node: a branch that did not run at export (such as an auxiliary "
-               "head) is not in the graph, so the other mode's forward may not be either";
-    if (g.whole && g.count == 1) {
-      f.reason = "its only parameter or buffer is read by no node: a branch that did not run at "
-                 "export (such as an auxiliary head) is not in the graph, so the other mode's "
-                 "forward may not be either";
-    }
+    f.reason =
+        (g.count == 1
+             ? std::string("its only parameter or buffer is")
+             : "its " + plural(g.count, "parameter or buffer", "parameters and buffers") + " are") +
+        " read by no node and no node runs in it: a branch that did not run at export "
+        "(such as an auxiliary head) is not in the graph, so the other mode's forward may "
+        "not be either";
     out.push_back({g.first->position, std::move(f)});
   }
 }
@@ -255,6 +320,7 @@ std::vector<Finding> structuralFindings(const Graph& graph, std::span<const Site
   const std::size_t placeholders = graph.inputSpecs().size();
   absl::flat_hash_map<std::string, std::string> module_types;  // path -> type
   absl::flat_hash_set<std::string> flagged_modules;
+  absl::flat_hash_map<std::string, const ModuleTypeRule*> rule_of_type;
   std::vector<ModuleEntry> entries;
   std::string previous_stack;
   std::size_t position = placeholders;
@@ -268,9 +334,10 @@ std::vector<Finding> structuralFindings(const Graph& graph, std::span<const Site
       f.op = std::string(shortTarget(node.target()));
       f.module = node.modulePath();
       f.module_type = node.moduleType();
-      f.reason = "a random op that is not part of a site exmode switches keeps running after "
-                 "the switch to eval (a training-only branch, such as a drop path of a form "
-                 "exmode does not recognise, or layerdrop, was frozen into the graph)";
+      f.reason =
+          "a random op that is not part of a site exmode switches keeps running after "
+          "the switch to eval (a training-only branch, such as a drop path of a form "
+          "exmode does not recognise, or layerdrop, was frozen into the graph)";
       found.push_back({position, std::move(f)});
     }
     const RawJson token = node.metadataFieldJson("nn_module_stack");
@@ -281,13 +348,15 @@ std::vector<Finding> structuralFindings(const Graph& graph, std::span<const Site
     splitStack(stack, entries);
     for (const ModuleEntry& e : entries) {
       if (!module_types.try_emplace(std::string(e.path), std::string(e.type)).second) continue;
-      const ModuleTypeRule* rule = rules.find(e.type);
+      // A program has far fewer module types than module paths, and the list is long.
+      auto [known, new_type] = rule_of_type.try_emplace(std::string(e.type), nullptr);
+      if (new_type) known->second = rules.find(e.type);
+      const ModuleTypeRule* rule = known->second;
       if (rule == nullptr) continue;
       const std::string path(e.path);
       if (!flagged_modules.insert(path).second) continue;
-      if (rule->drop_path &&
-          std::any_of(drop_path_modules.begin(), drop_path_modules.end(),
-                      [&](const std::string& m) { return within(m, path); })) {
+      if (rule->drop_path && std::any_of(drop_path_modules.begin(), drop_path_modules.end(),
+                                         [&](const std::string& m) { return within(m, path); })) {
         continue;  // the program remembers the drop path exmode removed there
       }
       Finding f{.kind = Finding::Kind::kModeDependentModule, .when = rule->when};
@@ -298,6 +367,28 @@ std::vector<Finding> structuralFindings(const Graph& graph, std::span<const Site
       f.reason = rule->reason + " (" + rule->library + ")";
       found.push_back({position, std::move(f)});
     }
+  }
+  // Nested graphs (torch.no_grad / autocast regions, torch.cond branches) are kept
+  // verbatim; a random op inside one runs as the region runs (timm's DropBlock samples its
+  // mask under no_grad). Reported once per region, at the node that holds it.
+  absl::flat_hash_set<const Node*> regions;
+  for (const NestedNode& nested : graph.nestedNodes()) {
+    const std::string_view op = atenOpName(nested.target);
+    if (op.empty() || !randomOps().contains(op) || !regions.insert(nested.owner).second) continue;
+    Finding f{.kind = Finding::Kind::kRandomOp, .when = Finding::When::kToEval};
+    f.node = std::string(nested.owner->name());
+    f.op = std::string(shortTarget(nested.owner->target()));
+    f.module = nested.owner->modulePath();
+    f.module_type = nested.owner->moduleType();
+    f.reason = "its nested graph holds " + std::string(shortTarget(nested.target)) +
+               ", a random op that keeps running after the switch to eval (exmode does not "
+               "switch inside nested graphs)";
+    std::size_t at = placeholders;
+    for (const auto& n : graph.nodes()) {
+      ++at;
+      if (n.get() == nested.owner) break;
+    }
+    found.push_back({at, std::move(f)});
   }
   unusedState(graph, module_types, found);
   std::stable_sort(found.begin(), found.end(),
@@ -313,9 +404,11 @@ namespace {
 constexpr std::string_view kSdpa = "torch.ops.aten.scaled_dot_product_attention.default";
 constexpr std::string_view kBatchNorm = "torch.ops.aten.batch_norm.default";
 
-// Ops whose eval export lets the output stand in for the input (docs/EXPORT_IR.md).
+// Ops whose eval export lets the output stand in for the input (docs/EXPORT_IR.md): torch
+// 2.13 does it for these but plain dropout, torch 2.14 for plain dropout too.
 bool mergesInEval(std::string_view target) {
-  return target == "torch.ops.aten.feature_dropout.default" ||
+  return target == "torch.ops.aten.dropout.default" ||
+         target == "torch.ops.aten.feature_dropout.default" ||
          target == "torch.ops.aten.alpha_dropout.default" ||
          target == "torch.ops.aten.feature_alpha_dropout.default";
 }
@@ -354,6 +447,14 @@ bool readLater(const Value& value, const Node& node) {
 
 }  // namespace
 
+bool looksMerged(const Graph& graph, const Node& dropout) {
+  if (!mergesInEval(dropout.target())) return false;
+  const NamedArgument* in = dropout.input("input");
+  const Value* x = in == nullptr ? nullptr : in->arg.tensor();
+  const Value* y = dropout.output();
+  return x != nullptr && y != nullptr && !readLater(*x, dropout) && useCount(graph, *y) >= 2;
+}
+
 void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<Finding>& out) {
   for (const Site& site : sites) {
     const Node& node = *site.node;
@@ -378,11 +479,8 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
             "`p if self.training else 0.0` (most attention code) records 0.0, so the train-mode "
             "p is unknown and the switch leaves it at 0.0"));
       }
-      if (mergesInEval(target)) {
-        const NamedArgument* in = node.input("input");
-        const Value* x = in == nullptr ? nullptr : in->arg.tensor();
-        const Value* y = node.output();
-        if (x != nullptr && y != nullptr && !readLater(*x, node) && useCount(graph, *y) >= 2) {
+      if (looksMerged(graph, node) && !remembered::get(node, kFromTrainExport)) {
+        {
           out.push_back(siteFinding(
               node, Finding::Kind::kMergedDropout, Finding::When::kToTrain,
               "in eval mode torch.export records this op's output in place of its input, so "
@@ -395,11 +493,11 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
       if (site.state != Site::State::kEval) continue;
       const NamedArgument* momentum = node.input("momentum");
       if (momentum != nullptr && momentum->arg.asDouble() == 0.0) {
-        out.push_back(siteFinding(
-            node, Finding::Kind::kInexact, Finding::When::kToTrain,
-            "batch norm has momentum 0.0, so its running statistics will not change in "
-            "training; BatchNorm(momentum=None) exports this way in eval mode, and its "
-            "cumulative average cannot be expressed in the graph"));
+        out.push_back(
+            siteFinding(node, Finding::Kind::kInexact, Finding::When::kToTrain,
+                        "batch norm has momentum 0.0, so its running statistics will not change in "
+                        "training; BatchNorm(momentum=None) exports this way in eval mode, and its "
+                        "cumulative average cannot be expressed in the graph"));
       }
     }
   }
@@ -407,27 +505,40 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
 
 }  // namespace passes
 
+namespace passes {
+
+void sortByGraphOrder(const Graph& graph, std::vector<Finding>& findings) {
+  if (findings.size() < 2) return;
+  // Placeholders (unused state) first, then nodes. Keyed by views of the graph's own names,
+  // which stay put while the findings move.
+  absl::flat_hash_map<std::string_view, std::size_t> position;
+  std::size_t i = 0;
+  for (const auto& spec : graph.inputSpecs()) {
+    ++i;
+    if (spec.value() != nullptr) position.try_emplace(spec.value()->name(), i);
+  }
+  for (const auto& node : graph.nodes()) position.try_emplace(node->name(), ++i);
+  std::vector<std::pair<std::size_t, std::size_t>> keys;  // (position, index)
+  keys.reserve(findings.size());
+  for (std::size_t k = 0; k < findings.size(); ++k) {
+    auto it = position.find(findings[k].node);
+    keys.emplace_back(it == position.end() ? i + 1 : it->second, k);
+  }
+  std::stable_sort(keys.begin(), keys.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<Finding> sorted;
+  sorted.reserve(findings.size());
+  for (const auto& key : keys) sorted.push_back(std::move(findings[key.second]));
+  findings = std::move(sorted);
+}
+
+}  // namespace passes
+
 std::vector<Finding> analyze(const Program& program, const std::vector<Site>& sites,
                              const ModuleTypeRules& rules) {
   std::vector<Finding> findings = passes::structuralFindings(program.graph(), sites, rules);
-  std::vector<Finding> per_site;
-  passes::siteFindings(program.graph(), sites, per_site);
-  // Both halves in graph order: placeholders (unused state) first, then nodes.
-  findings.insert(findings.end(), per_site.begin(), per_site.end());
-  absl::flat_hash_map<std::string_view, std::size_t> position;
-  std::size_t i = 0;
-  for (const auto& spec : program.graph().inputSpecs()) {
-    if (spec.value() != nullptr) position.try_emplace(spec.value()->name(), i);
-    ++i;
-  }
-  for (const auto& node : program.graph().nodes()) position.try_emplace(node->name(), ++i);
-  std::stable_sort(findings.begin(), findings.end(), [&](const Finding& a, const Finding& b) {
-    auto at = [&](const Finding& f) {
-      auto it = position.find(f.node);
-      return it == position.end() ? i + 1 : it->second;
-    };
-    return at(a) < at(b);
-  });
+  passes::siteFindings(program.graph(), sites, findings);
+  passes::sortByGraphOrder(program.graph(), findings);
   return findings;
 }
 

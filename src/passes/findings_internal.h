@@ -18,4 +18,16 @@ std::vector<Finding> structuralFindings(const Graph& graph, std::span<const Site
 // dropouts, inexact batch norms). Appends in the sites' order.
 void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<Finding>& out);
 
+// The custom-metadata key (remembered.h) a dropout switched from train to eval carries when
+// its graph reads like a merged eval export (see siteFindings), so that switching it back
+// is known to be exact.
+inline constexpr std::string_view kFromTrainExport = "exmode_dropout_from_train";
+
+// Whether a dropout's graph reads like an eval export that merged its input with its output:
+// nothing reads the input after it, and the output has several readers.
+bool looksMerged(const Graph& graph, const Node& dropout);
+
+// Sorts findings by where their node is: placeholders first, then nodes in graph order.
+void sortByGraphOrder(const Graph& graph, std::vector<Finding>& findings);
+
 }  // namespace exmode::passes

@@ -10,6 +10,8 @@ const ModePass& batchNormPass();
 const ModePass& attentionDropoutPass();
 const ModePass& instanceNormPass();
 const ModePass& rreluPass();
+const ModePass& dropPathPass();
+const ModePass& rnnPass();
 const ModePass& functionalIrPass();
 }  // namespace passes
 
@@ -18,6 +20,7 @@ const std::vector<const ModePass*>& modePasses() {
   static const std::vector<const ModePass*> kPasses = {
       &passes::functionalIrPass(),     &passes::dropoutPass(),      &passes::batchNormPass(),
       &passes::attentionDropoutPass(), &passes::instanceNormPass(), &passes::rreluPass(),
+      &passes::dropPathPass(),         &passes::rnnPass(),
   };
   return kPasses;
 }

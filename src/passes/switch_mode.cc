@@ -157,8 +157,8 @@ void collectPassSites(const Program& program, std::vector<Site>& sites,
 
 }  // namespace
 
-SwitchReport switchMode(Program& program, Mode target, std::string program_name,
-                        SwitchCache* cache, const ModuleTypeRules* rules) {
+SwitchReport switchMode(Program& program, Mode target, std::string program_name, SwitchCache* cache,
+                        const ModuleTypeRules* rules) {
   if (rules == nullptr) rules = &ModuleTypeRules::builtIn();
   return namingTheProgram(program, [&] {
     SwitchReport report;
@@ -195,6 +195,7 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
       std::vector<Finding> found = structural;
       passes::siteFindings(graph, sites, found);
       report.warnings = findingsForSwitch(found, report.before, target);
+      passes::sortByGraphOrder(graph, report.warnings);
     }
     const auto& passes = modePasses();
     rewrite::Rewriter rewriter(program);

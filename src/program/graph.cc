@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <charconv>
+#include <iterator>
 #include <stdexcept>
 
 #include "exmode/error.h"
@@ -249,6 +250,15 @@ Value& Graph::newValue() {
 std::uint64_t Graph::newId() {
   static std::atomic<std::uint64_t> last_id{0};
   return last_id.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+const Node* Graph::nextNode(const Node& node) const {
+  const auto next = std::next(node.self_);
+  return next == nodes_.end() ? nullptr : next->get();
+}
+
+const Node* Graph::previousNode(const Node& node) const {
+  return node.self_ == nodes_.begin() ? nullptr : std::prev(node.self_)->get();
 }
 
 void Graph::renumber() {

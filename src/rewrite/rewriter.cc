@@ -172,6 +172,41 @@ void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
   }
 }
 
+void Rewriter::replaceUse(Node& user, std::size_t input, std::size_t ref, Value& to) {
+  if (input >= user.inputs_.size() || ref >= user.inputs_[input].arg.payload.refs.size()) {
+    throw std::logic_error("node '" + std::string(user.name()) + "' has no reference " +
+                           std::to_string(ref) + " in input " + std::to_string(input));
+  }
+  graph_.touch();
+  NamedArgument& in = user.inputs_[input];
+  Ref& target = in.arg.payload.refs[ref];
+  if (target.value == &to) return;
+  dropUse(*target.value, user);
+  target.value = &to;
+  addUse(to, user);
+  user.source_ = {};
+  in.source = {};
+  in.arg.source = {};
+}
+
+void Rewriter::moveTensorValues(std::span<Value* const> values, const Value* after) {
+  if (after == nullptr || values.empty()) return;
+  auto& order = graph_.tensor_value_order_;
+  auto anchor = std::find(order.begin(), order.end(), after);
+  if (anchor == order.end()) return;
+  graph_.touch();
+  // Taken out (they are usually at the end, where insertBefore put them), then put back.
+  const auto moved = [&](const Value* v) {
+    return std::find(values.begin(), values.end(), v) != values.end();
+  };
+  const auto anchor_index = static_cast<std::size_t>(anchor - order.begin());
+  std::size_t before_anchor = 0;
+  for (std::size_t i = 0; i < anchor_index; ++i) before_anchor += moved(order[i]) ? 1 : 0;
+  std::erase_if(order, moved);
+  const auto at = static_cast<std::ptrdiff_t>(anchor_index - before_anchor + 1);
+  order.insert(order.begin() + at, values.begin(), values.end());
+}
+
 bool Rewriter::isGraphOutput(const Value& value) const {
   for (const Argument& output : graph_.outputs_) {
     for (const Ref& ref : output.payload.refs) {
@@ -244,8 +279,10 @@ Node& Rewriter::insertBefore(Node& before, NewNode&& spec) {
   node.metadata_fields_.assign(spec.metadata.begin(), spec.metadata.end());
   // The members torch writes, in its order; those with no text are written from the IR.
   static constexpr std::pair<std::string_view, RawJson> kMembers[] = {
-      {"target", {}},   {"inputs", {}},
-      {"outputs", {}},  {"metadata", {}},
+      {"target", {}},
+      {"inputs", {}},
+      {"outputs", {}},
+      {"metadata", {}},
       {"is_hop_single_tensor_return", "null"},
       {"name", {}}};
   node.members_ = kMembers;

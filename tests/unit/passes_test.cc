@@ -185,8 +185,8 @@ TEST(Passes, EvalErasesEveryIncrementOfASite) {
     }
     nodes.push_back({"batch_norm", "aten.batch_norm.default", bnArgs("x", train), "bn"});
     return makeProgram({"p_bn_weight", "p_bn_bias"},
-                       {"b_bn_running_mean", "b_bn_running_var", "b_bn_num_batches_tracked"},
-                       nodes, "batch_norm");
+                       {"b_bn_running_mean", "b_bn_running_var", "b_bn_num_batches_tracked"}, nodes,
+                       "batch_norm");
   };
   const std::string eval = switched(program(true, 2), Mode::kEval);
   EXPECT_EQ(printed(eval), printed(program(false, 0)));

@@ -1,0 +1,259 @@
+"""Helpers of the real-architecture tier: running exmode, reading programs, comparing a
+switched program with the eager model op for op and bit for bit, and the summary table.
+
+This tier runs only in its own venv (scripts/setup-real.sh, tests/real/requirements.txt:
+torch 2.14, torchvision, timm, transformers), never under the main suite's python3. The
+oracle is eager PyTorch and the program torch.export wrote; nothing trusts exmode's output.
+"""
+
+import json
+import os
+import re
+import subprocess
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+
+# Nothing in this tier may download: every model is built from a config, randomly initialised.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+try:
+    import timm  # noqa: F401,E402
+    import torch  # noqa: E402
+    import torchvision  # noqa: F401,E402
+    import transformers  # noqa: F401,E402
+
+    _MISSING = None
+except ImportError as e:  # not the tier's venv: collect nothing here
+    _MISSING = str(e)
+
+
+def _pinned(package):
+    for line in (Path(__file__).parent / "requirements.txt").read_text().splitlines():
+        name, _, version = line.split("#")[0].strip().partition("==")
+        if name == package:
+            return version
+    return None
+
+
+if not _MISSING and torch.__version__.split("+")[0] != _pinned("torch"):
+    _MISSING = f"torch {torch.__version__} is not the tier's torch=={_pinned('torch')}"
+
+collect_ignore_glob = ["*.py"] if _MISSING else []
+
+REPO = Path(__file__).resolve().parents[2]
+MODES = ("train", "eval")
+OTHER = {"train": "eval", "eval": "train"}
+WARNING_KINDS = ("unused-state", "random-op", "unrecorded", "merged-dropout", "mode-dependent-module", "inexact")
+WARNING_WHEN = ("to-train", "to-eval", "both")
+WARNING_KEYS = ("kind", "when", "node", "op", "module", "module_type", "reason")
+ROW_KEY = "exmode_real_row"
+
+
+def pytest_report_header(config):
+    if _MISSING:
+        return f"tests/real: not collected ({_MISSING}); run it with scripts/test-real.sh"
+    return f"tests/real: torch {torch.__version__}, exmode {exmode_path()}"
+
+
+def pytest_configure(config):
+    if not _MISSING:
+        # One intra-op thread per worker: -n 2 on two cores, and fewer ways for kernels to differ.
+        torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------- the binary
+
+
+def exmode_path():
+    return Path(os.environ.get("EXMODE_BIN", REPO / "build" / "exmode"))
+
+
+def run_exmode(*args, timeout=120):
+    path = exmode_path()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(f"exmode binary not found or not executable at {path}; set EXMODE_BIN", pytrace=False)
+    return subprocess.run([str(path)] + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+
+
+@lru_cache(maxsize=None)
+def warning_lines(stdout):
+    return [line.strip() for line in stdout.splitlines() if "warning:" in line]
+
+
+def kinds_in(lines):
+    """The warning kinds named in exmode's warning lines (those it names)."""
+    found = []
+    for line in lines:
+        for kind in WARNING_KINDS:
+            if re.search(rf"(?<![\w-]){re.escape(kind)}(?![\w-])", line):
+                found.append(kind)
+    return found
+
+
+# ---------------------------------------------------------------- archives and programs
+
+
+def read_program(path, name="model"):
+    with zipfile.ZipFile(path) as z:
+        for n in z.namelist():
+            if n.endswith(f"/models/{name}.json"):
+                return json.loads(z.read(n))
+    raise AssertionError(f"{path}: no models/{name}.json")
+
+
+def _canon_arg(arg, names):
+    if isinstance(arg, dict):
+        return {k: (names.get(v, v) if k in ("name", "as_name") and isinstance(v, str) else _canon_arg(v, names))
+                for k, v in arg.items()}
+    if isinstance(arg, list):
+        return [_canon_arg(a, names) for a in arg]
+    return arg
+
+
+def node_list(program):
+    """The graph's nodes as comparable entries: target, inputs (argument name, argument with
+    its kind and literal value, input kind) and outputs, metadata dropped. Value names are
+    replaced by their order of definition (graph inputs first, then node outputs), so that
+    two graphs compare equal when they read the same values by position."""
+    graph = program["graph_module"]["graph"]
+    defined = []
+
+    def collect(args):
+        for a in args:
+            for v in a.values():
+                if isinstance(v, dict) and isinstance(v.get("name"), str):
+                    defined.append(v["name"])
+                elif isinstance(v, list):
+                    defined.extend(t["name"] for t in v if isinstance(t, dict) and "name" in t)
+
+    collect(graph["inputs"])
+    for node in graph["nodes"]:
+        collect(node["outputs"])
+    names = {n: f"%{i}" for i, n in enumerate(dict.fromkeys(defined))}
+    return [{"target": node["target"],
+             "inputs": [(i["name"], _canon_arg(i["arg"], names), i.get("kind")) for i in node["inputs"]],
+             "outputs": _canon_arg(node["outputs"], names)}
+            for node in graph["nodes"]]
+
+
+def first_difference(a, b):
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"node {i}:\n  expected {json.dumps(x)[:600]}\n  actual   {json.dumps(y)[:600]}"
+    if len(a) != len(b):
+        return f"expected {len(a)} nodes, got {len(b)}"
+    return "no difference"
+
+
+# ---------------------------------------------------------------- comparing with eager
+
+
+def set_mode(module, mode):
+    assert mode in MODES, mode
+    return module.train() if mode == "train" else module.eval()
+
+
+def compare_outputs(expected, actual):
+    """None if the outputs are the same structure (tuples, namedtuples, ModelOutput
+    dataclasses, ...) with bit-identical tensors, else what differs."""
+    import torch.utils._pytree as pytree
+
+    e_leaves, e_spec = pytree.tree_flatten(expected)
+    a_leaves, a_spec = pytree.tree_flatten(actual)
+    if type(expected) is not type(actual) or e_spec != a_spec:
+        return (f"output structure differs: eager {type(expected).__name__} with {len(e_leaves)} leaves, "
+                f"program {type(actual).__name__} with {len(a_leaves)} leaves")
+    for i, (e, a) in enumerate(zip(e_leaves, a_leaves)):
+        if isinstance(e, torch.Tensor) != isinstance(a, torch.Tensor):
+            return f"output leaf {i}: {type(e).__name__} vs {type(a).__name__}"
+        if not isinstance(e, torch.Tensor):
+            if e != a:
+                return f"output leaf {i}: {e!r} vs {a!r}"
+            continue
+        if e.shape != a.shape or e.dtype != a.dtype:
+            return f"output leaf {i}: {tuple(a.shape)} {a.dtype}, eager {tuple(e.shape)} {e.dtype}"
+        if not torch.equal(e, a):
+            diff = (e.double() - a.double()).abs().max().item() if e.is_floating_point() else float("nan")
+            return f"output leaf {i} differs (max abs diff {diff:.3g})"
+    return None
+
+
+def compare_state(eager, loaded):
+    """None if every eager parameter and buffer (running_mean, running_var,
+    num_batches_tracked, ...) is in the loaded program's module and bit-identical."""
+    l_bufs = dict(loaded.named_buffers())
+    for name, value in eager.named_buffers():
+        if name not in l_bufs:
+            return f"buffer {name} missing from the program's module"
+        if not torch.equal(value, l_bufs[name]):
+            return f"buffer {name} differs: eager {value.flatten()[:4].tolist()}, program {l_bufs[name].flatten()[:4].tolist()}"
+    l_params = dict(loaded.named_parameters())
+    for name, value in eager.named_parameters():
+        if name in l_params and not torch.equal(value, l_params[name]):
+            return f"parameter {name} differs"
+    return None
+
+
+def compare_with_eager(loaded, eager, args, seed):
+    """One forward of each with the same seed before each call; None if outputs and state
+    afterwards are the same, else the first difference."""
+    torch.manual_seed(seed)
+    expected = eager(*[a.clone() for a in args])
+    torch.manual_seed(seed)
+    actual = loaded(*[a.clone() for a in args])
+    return compare_outputs(expected, actual) or compare_state(eager, loaded)
+
+
+# ---------------------------------------------------------------- the summary table
+
+
+def record_row(request, row):
+    request.node.user_properties.append((ROW_KEY, json.dumps(row)))
+
+
+_ROWS = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        for key, value in report.user_properties:
+            if key == ROW_KEY:
+                _ROWS.append(json.loads(value))
+
+
+COLUMNS = ("model", "export", "target", "exact", "warnings", "kinds", "roundtrip", "verdict", "detail")
+
+
+def format_table(rows):
+    order = {m: i for i, m in enumerate(MODES)}
+    rows = sorted(rows, key=lambda r: (r["model"], order[r["export"]], order[r["target"]]))
+    cells = [COLUMNS] + [tuple(str(r.get(c, "")) for c in COLUMNS) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS) - 1)]
+    lines = []
+    for i, c in enumerate(cells):
+        lines.append("  ".join(v.ljust(w) for v, w in zip(c, widths)) + "  " + c[-1])
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
+    silent = [r for r in rows if r["verdict"] == "SILENTLY WRONG"]
+    lines.append("")
+    lines.append(f"{len(rows)} switches: {sum(r['exact'] == 'yes' for r in rows)} exact, "
+                 f"{sum(r['warnings'] > 0 for r in rows)} with warnings, "
+                 f"{sum(r['verdict'] == 'refused' for r in rows)} refused, {len(silent)} silently wrong")
+    return "\n".join(lines)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if hasattr(config, "workerinput") or not _ROWS:
+        return
+    table = format_table(_ROWS)
+    terminalreporter.write_sep("=", "exmode on real architectures")
+    terminalreporter.write_line(table)
+    path = os.environ.get("EXMODE_REAL_REPORT")
+    if path:
+        Path(path).write_text(table + "\n")
+        terminalreporter.write_line(f"(written to {path})")
