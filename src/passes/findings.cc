@@ -15,6 +15,7 @@
 
 #include <algorithm>
 
+#include "passes/change.h"
 #include "passes/findings_internal.h"
 #include "passes/remembered.h"
 #include "program/json_text.h"
@@ -469,8 +470,7 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
       }
     } else if (isDropout(target)) {
       if (site.state != Site::State::kEval) continue;
-      const NamedArgument* p = node.input("p");
-      const std::optional<double> value = p == nullptr ? std::nullopt : p->arg.asDouble();
+      const std::optional<double> value = site.p ? site.p : numberArg(node, "p");
       // An nn.Dropout* module passes its own p in both modes; functional code may not.
       if (value == 0.0 && !node.moduleType().starts_with("torch.nn.modules.dropout.")) {
         out.push_back(siteFinding(
@@ -491,8 +491,10 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
       }
     } else if (target == kBatchNorm) {
       if (site.state != Site::State::kEval) continue;
-      const NamedArgument* momentum = node.input("momentum");
-      if (momentum != nullptr && momentum->arg.asDouble() == 0.0) {
+      // Kept with the site once a switch read it (batch_norm.cc): toggling reads no text.
+      std::optional<double> momentum = site.momentum;
+      if (!momentum) momentum = numberArg(node, "momentum");
+      if (momentum == 0.0) {
         out.push_back(
             siteFinding(node, Finding::Kind::kInexact, Finding::When::kToTrain,
                         "batch norm has momentum 0.0, so its running statistics will not change in "
