@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds exmode with AddressSanitizer (leak checks on) and UndefinedBehaviorSanitizer in
-# build-asan/, runs every C++ unit test there, then runs the bad-input CLI tests
-# (tests/python/test_bad_input.py) against the sanitized exmode binary. Any sanitizer
-# report fails the run: the build stops at the first report (-fno-sanitize-recover=all).
+# build-asan/, runs every C++ unit test there, then runs the bad-input and hostile-file CLI
+# tests (tests/python/test_bad_input.py, test_hostile_files.py) against the sanitized
+# exmode binary. Any sanitizer report fails the run: the build stops at the first report
+# (-fno-sanitize-recover=all).
 # The normal build in build/ is not touched. Exits non-zero if anything fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 status=0
 echo "== unit tests under AddressSanitizer and UndefinedBehaviorSanitizer"
 ctest --test-dir build-asan --output-on-failure -j "$(nproc)" || status=1
-echo "== bad-input CLI tests against the sanitized exmode"
-EXMODE_BIN="$PWD/build-asan/exmode" python3 -m pytest tests/python/test_bad_input.py -q -n "$(nproc)" \
-  -p no:cacheprovider || status=1
+echo "== bad-input and hostile-file CLI tests against the sanitized exmode"
+EXMODE_BIN="$PWD/build-asan/exmode" python3 -m pytest tests/python/test_bad_input.py \
+  tests/python/test_hostile_files.py -q -n "$(nproc)" -p no:cacheprovider || status=1
 exit $status

@@ -45,8 +45,11 @@ struct Record {
 // one root folder and that `.data/version` is present. Throws exmode::Error(kBadArchive)
 // naming the file, or kIo when the file cannot be opened or mapped. Empty directory entries
 // (names ending in '/', which torch never writes) are skipped. CRC-32s are not checked:
-// that would read every weight. The file must not be truncated by others while the reader
-// lives.
+// that would read every weight. A FIFO, device or directory is refused (kIo) without
+// blocking. The file must not be truncated by others while the reader lives: if it is, the
+// next read of a page past its new end ends the process with status 6 and a one-line
+// message naming the file, after removing rewriteArchive's temporary files
+// (src/archive/mapped_file_guard.h), instead of an unexplained SIGBUS.
 //
 // The file stays open (fd()) as long as the reader, so that record bytes can be copied
 // between files by the kernel (copy_file_range) instead of through the map: a weight

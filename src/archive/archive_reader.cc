@@ -21,6 +21,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "archive/mapped_file_guard.h"
 #include "archive/zip_format.h"
 #include "exmode/archive.h"
 #include "exmode/error.h"
@@ -369,6 +370,17 @@ class Parser {
   throw Error(ErrorKind::kIo, path.string() + ": " + what + ": " + std::strerror(error));
 }
 
+[[noreturn]] void notRegular(const std::filesystem::path& path, mode_t mode) {
+  const char* kind = S_ISFIFO(mode)   ? "a FIFO"
+                     : S_ISCHR(mode)  ? "a character device"
+                     : S_ISBLK(mode)  ? "a block device"
+                     : S_ISDIR(mode)  ? "a directory"
+                     : S_ISSOCK(mode) ? "a socket"
+                                      : "a special file";
+  throw Error(ErrorKind::kIo, path.string() + ": not a regular file (" + kind +
+                                  "); an archive must be a regular file");
+}
+
 // Closes a descriptor when leaving scope unless released.
 struct FdCloser {
   int fd;
@@ -381,13 +393,20 @@ struct FdCloser {
 }  // namespace
 
 ArchiveReader::ArchiveReader(const std::filesystem::path& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // A FIFO, a device or a directory is refused before it is opened, where stat() can tell;
+  // O_NONBLOCK covers one swapped in since: opening a FIFO without a writer (or some
+  // devices) would otherwise block. O_NOCTTY: a terminal never becomes ours.
+  struct stat info {};
+  if (::stat(path.c_str(), &info) == 0 && !S_ISREG(info.st_mode)) notRegular(path, info.st_mode);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) ioError(path, "cannot open", errno);
   FdCloser closer{fd};
-  struct stat info {};
   if (::fstat(fd, &info) != 0) ioError(path, "cannot stat", errno);
-  if (!S_ISREG(info.st_mode)) {
-    throw Error(ErrorKind::kIo, path.string() + ": not a regular file");
+  if (!S_ISREG(info.st_mode)) notRegular(path, info.st_mode);
+  // Reads of a regular file never block, but the flag would stay on the descriptor.
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    ioError(path, "cannot set file flags", errno);
   }
   if (info.st_size == 0) {
     throw Error(ErrorKind::kBadArchive, path.string() + ": empty file, not a zip archive");
@@ -399,9 +418,12 @@ ArchiveReader::ArchiveReader(const std::filesystem::path& path) : path_(path) {
   void* map = ::mmap(nullptr, map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
   if (map == MAP_FAILED) ioError(path, "cannot map", errno);
   map_ = static_cast<const char*>(map);
+  // From here on a read of the map can fault if another process truncates the file.
+  guard::registerMap(map_, map_size_, path_.c_str());
   try {
     records_ = Parser(path_, std::string_view(map_, map_size_)).parse(root_);
   } catch (...) {
+    guard::unregisterMap(map_);
     ::munmap(const_cast<char*>(map_), map_size_);
     throw;
   }
@@ -409,6 +431,7 @@ ArchiveReader::ArchiveReader(const std::filesystem::path& path) : path_(path) {
 }
 
 ArchiveReader::~ArchiveReader() {
+  guard::unregisterMap(map_);
   ::munmap(const_cast<char*>(map_), map_size_);
   ::close(fd_);
 }

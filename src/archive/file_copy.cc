@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "archive/mapped_file_guard.h"
 #include "exmode/error.h"
 
 namespace exmode::archive::io {
@@ -23,6 +24,23 @@ constexpr std::size_t kMaxTransfer = std::size_t{1} << 30;
 
 [[noreturn]] void fail(const std::filesystem::path& path, const std::string& what, int error) {
   throw Error(ErrorKind::kIo, path.string() + ": " + what + ": " + std::strerror(error));
+}
+
+// A write from a map whose file has shrunk fails with EFAULT (the kernel does not raise
+// SIGBUS inside a system call): name the input rather than the output.
+[[noreturn]] void failWrite(const std::filesystem::path& path, int error,
+                            std::span<const iovec> data) {
+  if (error == EFAULT) {
+    for (const iovec& piece : data) {
+      if (const char* input = guard::mappedFileAt(piece.iov_base)) {
+        throw Error(ErrorKind::kIo, std::string(input) +
+                                        ": changed or truncated while being read (a write "
+                                        "from its map failed: " +
+                                        std::strerror(error) + ")");
+      }
+    }
+  }
+  fail(path, "write failed", error);
 }
 
 bool kernelCannotCopy(int error) {
@@ -77,7 +95,7 @@ void writeBatch(int fd, std::vector<iovec>& iov, const std::filesystem::path& pa
     const ssize_t written = ::writev(fd, at, static_cast<int>(left));
     if (written < 0) {
       if (errno == EINTR) continue;
-      fail(path, "write failed", errno);
+      failWrite(path, errno, std::span<const iovec>(at, left));
     }
     // A short write: skip what went out, resume inside the chunk it stopped in.
     auto done = static_cast<std::size_t>(written);
@@ -121,7 +139,8 @@ void writeAll(int fd, const char* data, std::size_t size, const std::filesystem:
     const ssize_t written = ::write(fd, data, std::min(size, kMaxTransfer));
     if (written < 0) {
       if (errno == EINTR) continue;
-      fail(path, "write failed", errno);
+      const iovec piece{const_cast<char*>(data), size};
+      failWrite(path, errno, std::span<const iovec>(&piece, 1));
     }
     data += written;
     size -= static_cast<std::size_t>(written);
@@ -188,8 +207,10 @@ void readAll(int fd, std::uint64_t offset, char* out, std::size_t size,
       fail(path, "read failed", errno);
     }
     if (got == 0) {
-      throw Error(ErrorKind::kIo, path.string() + ": file ended early at offset " +
-                                      std::to_string(offset) + " (truncated while in use?)");
+      throw Error(ErrorKind::kIo, path.string() +
+                                      ": changed or truncated while being read: it ended early "
+                                      "at offset " +
+                                      std::to_string(offset));
     }
     out += got;
     offset += static_cast<std::uint64_t>(got);

@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "archive/mapped_file_guard.h"
 #include "archive/zip_format.h"
 #include "exmode/archive.h"
 #include "exmode/error.h"
@@ -149,10 +150,26 @@ fs::path resolveTarget(const fs::path& out_path) {
   return target;
 }
 
-mode_t inputMode(const ArchiveReader& reader) {
+struct stat statInput(const ArchiveReader& reader) {
   struct stat info {};
   if (::fstat(reader.fd(), &info) != 0) ioError(reader.path(), "cannot stat", errno);
-  return info.st_mode & 07777;
+  return info;
+}
+
+// Reads of the input that a shrinking file would break already fail (a bus error on the
+// map, a short copy); this catches the rest, such as a file rewritten in place while it
+// was copied, as far as its size and modification time tell.
+void checkInputUnchanged(const ArchiveReader& reader, const struct stat& before) {
+  const struct stat now = statInput(reader);
+  if (static_cast<std::uint64_t>(now.st_size) == reader.mapped().size() &&
+      now.st_size == before.st_size && now.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+      now.st_mtim.tv_nsec == before.st_mtim.tv_nsec) {
+    return;
+  }
+  throw Error(ErrorKind::kIo, reader.path().string() +
+                                  ": changed or truncated while being read (now " +
+                                  std::to_string(now.st_size) + " bytes, " +
+                                  std::to_string(reader.mapped().size()) + " when opened)");
 }
 
 void syncDirectory(const fs::path& directory) {
@@ -203,7 +220,8 @@ void rewriteArchive(const ArchiveReader& reader, const std::vector<Replacement>&
                     const std::filesystem::path& out_path, const WriteOptions& options) {
   Plan plan;
   planRecords(reader, replacements, plan);
-  const mode_t mode = inputMode(reader);
+  const struct stat input = statInput(reader);
+  const mode_t mode = input.st_mode & 07777;
   const fs::path target = resolveTarget(out_path);
   const fs::path directory = target.has_parent_path() ? target.parent_path() : fs::path(".");
 
@@ -214,6 +232,8 @@ void rewriteArchive(const ArchiveReader& reader, const std::vector<Replacement>&
   const int fd = ::mkostemp(temp_name.data(), O_CLOEXEC);
   if (fd < 0) ioError(directory, "cannot create a temporary file", errno);
   const fs::path temp = temp_name;
+  // Removed by the bus-error handler if the input's map fails while it is written.
+  guard::TemporaryFileGuard temp_guard(temp.c_str());
   try {
     if (::fchmod(fd, mode) != 0) {
       const int error = errno;
@@ -221,9 +241,11 @@ void rewriteArchive(const ArchiveReader& reader, const std::vector<Replacement>&
       ioError(temp, "cannot set permissions", error);
     }
     writeRecords(reader, plan, temp, fd, options);
+    checkInputUnchanged(reader, input);
     if (::rename(temp.c_str(), target.c_str()) != 0) {
       ioError(target, "cannot replace with " + temp.filename().string(), errno);
     }
+    temp_guard.release();
   } catch (...) {
     ::unlink(temp.c_str());
     throw;
