@@ -142,7 +142,8 @@ class AttentionDropoutPass final : public ModePass {
       }
       rewriter.insertInput(node, {"dropout_p", rewriter.floatArg(p), "1"}, "is_causal");
     }
-    if (remembered::usable(node) && remembered::get(node, kSavedP)) {
+    // p came from the site; only the record is left to drop (one parse of `custom`).
+    if (!node.metadataFieldJson("custom").empty() && remembered::usable(node)) {
       remembered::set(rewriter, node, kSavedP, std::nullopt);
     }
     if (!node.metadataFieldJson(kSavedP).empty())

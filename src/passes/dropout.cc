@@ -35,7 +35,8 @@ class DropoutPass final : public FlagPass {
       if (looksMerged(rewriter.graph(), node) && remembered::usable(node)) {
         remembered::set(rewriter, node, kFromTrainExport, "true");
       }
-    } else if (remembered::get(node, kFromTrainExport)) {
+    } else if (!node.metadataFieldJson("custom").empty() &&
+               remembered::get(node, kFromTrainExport)) {
       remembered::set(rewriter, node, kFromTrainExport, std::nullopt);
     }
   }

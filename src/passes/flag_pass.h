@@ -23,10 +23,11 @@ class FlagPass : public ModePass {
   const std::vector<std::string>& targets() const override { return pattern_.targets(); }
 
   void collectSites(const Graph& graph, std::vector<Site>& sites,
-                    SiteDetail detail) const override {
+                    SiteDetail /*detail*/) const override {
     for (const rewrite::Match& m : rewrite::matchAll(graph, pattern_)) {
+      // p at every detail level: the findings analysis reads it on every switch to train.
       Site& site = sites.emplace_back(flagSite(*m.root, flag_));
-      if (detail == SiteDetail::kFull) site.p = numberArg(*m.root, p_input_);
+      site.p = numberArg(*m.root, p_input_);
     }
   }
 

@@ -17,6 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# The program-JSON helpers live in a plain module the real-architecture tier shares;
+# re-exported here for `from conftest import ...`.
+from program_json import _canon_arg, first_difference, node_list, read_program, top_folder  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("train", "eval")
 PROGRAM_RECORD = "models/model.json"
@@ -175,22 +179,11 @@ def eager_copy(module, mode):
 # ---------------------------------------------------------------- archives
 
 
-def _top_folder(names):
-    tops = {n.split("/", 1)[0] for n in names}
-    assert len(tops) == 1, f"records under more than one top-level folder: {sorted(tops)}"
-    return tops.pop()
-
-
 def archive_records(path):
     """{record name without the top-level folder: bytes}."""
     with zipfile.ZipFile(path) as z:
-        top = _top_folder(z.namelist())
+        top = top_folder(z.namelist())
         return {n[len(top) + 1:]: z.read(n) for n in z.namelist()}
-
-
-def read_program(path, name="model"):
-    """The parsed program JSON `models/<name>.json` of the archive at `path`."""
-    return json.loads(archive_records(path)[f"models/{name}.json"])
 
 
 def repack(src, dst, modify=None, drop=(), writer="torch", compression=zipfile.ZIP_STORED, compress_only=None):
@@ -215,7 +208,7 @@ def repack(src, dst, modify=None, drop=(), writer="torch", compression=zipfile.Z
         w.write_end_of_file()
         return dst
     with zipfile.ZipFile(src) as z:
-        top = _top_folder(z.namelist())
+        top = top_folder(z.namelist())
     with zipfile.ZipFile(dst, "w") as z:
         for name, data in records.items():
             if name in drop:
@@ -284,60 +277,6 @@ def program_mode(sites):
     if not modes:
         return "none"
     return modes.pop() if len(modes) == 1 else "mixed"
-
-
-def _canon_arg(arg, names):
-    if isinstance(arg, dict):
-        return {k: (names.get(v, v) if k in ("name", "as_name") and isinstance(v, str) else _canon_arg(v, names))
-                for k, v in arg.items()}
-    if isinstance(arg, list):
-        return [_canon_arg(a, names) for a in arg]
-    return arg
-
-
-def node_list(program, canonical_names=False):
-    """The graph's nodes as comparable tuples (target, inputs, outputs), metadata dropped.
-
-    inputs keep argument name, argument and kind. With canonical_names, value names are
-    replaced by their order of definition (graph inputs first, then node outputs), so two
-    graphs that differ only in how values are named compare equal.
-    """
-    graph = program["graph_module"]["graph"]
-    names = {}
-    if canonical_names:
-        defined = []
-
-        def collect(args):
-            for a in args:
-                for v in a.values():
-                    if isinstance(v, dict) and isinstance(v.get("name"), str):
-                        defined.append(v["name"])
-                    elif isinstance(v, list):
-                        defined.extend(t["name"] for t in v if isinstance(t, dict) and "name" in t)
-
-        collect(graph["inputs"])
-        for node in graph["nodes"]:
-            collect(node["outputs"])
-        names = {n: f"%{i}" for i, n in enumerate(dict.fromkeys(defined))}
-    result = []
-    for node in graph["nodes"]:
-        inputs = [(i["name"], _canon_arg(i["arg"], names), i.get("kind")) for i in node["inputs"]]
-        outputs = _canon_arg(node["outputs"], names)
-        entry = {"target": node["target"], "inputs": inputs, "outputs": outputs}
-        if not canonical_names:
-            entry["name"] = node.get("name")
-        result.append(entry)
-    return result
-
-
-def first_difference(a, b):
-    """A readable description of where two node lists first differ."""
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return f"node {i}:\n  expected {json.dumps(x)}\n  actual   {json.dumps(y)}"
-    if len(a) != len(b):
-        return f"lengths differ: expected {len(a)} nodes, got {len(b)}"
-    return "no difference"
 
 
 FLOAT_RE = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")

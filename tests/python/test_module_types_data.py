@@ -6,43 +6,27 @@ include/exmode/findings.h:
     # comment
     <module type>  <when>  <library>  <reason, the rest of the line>
 
-Checks the format with a small parser of its own, then, for every library that imports
-here, that each listed class exists under exactly the qualified name nn_module_stack
-writes (`type(m).__module__ + "." + type(m).__qualname__`). Libraries that do not import
-are skipped one by one; torch classes are always checked. tests/real/check_module_types.py
-checks every library in the real-architecture venv.
+Checks the format (read by tests/python/module_types_format.py), then, for every library
+that imports here, that each listed class exists under exactly the qualified name
+nn_module_stack writes (`type(m).__module__ + "." + type(m).__qualname__`). Libraries
+that do not import are skipped one by one; torch classes are always checked.
+tests/real/check_module_types.py checks every library in the real-architecture venv.
 """
 
 import fnmatch
-import importlib
-import inspect
 import re
 import warnings
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 
-LIST = Path(__file__).resolve().parents[2] / "data" / "mode_dependent_modules.txt"
-WHENS = {"to-train", "to-eval", "both", "drop-path"}
+from module_types_format import DEFAULT_LIST as LIST
+from module_types_format import WHENS, parse_rules, type_problem
+
 # A dotted Python name; `*` stands for any run of characters.
 TYPE_RE = re.compile(r"[A-Za-z_*][A-Za-z0-9_*]*(\.[A-Za-z_*][A-Za-z0-9_*]*)+")
 LIBRARY_RE = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-def parse_rules(text):
-    """[(line number, type, when, library, reason)] for every rule line; comment lines
-    (first field starting with '#') and blank lines are skipped. Fields are separated by
-    runs of spaces (or tabs); the reason is the rest of the line, trimmed."""
-    rules = []
-    for number, line in enumerate(text.splitlines(), 1):
-        fields = line.split(None, 3)
-        if not fields or fields[0].startswith("#"):
-            continue
-        fields += [""] * (4 - len(fields))
-        rules.append((number, fields[0], fields[1], fields[2], fields[3].strip()))
-    return rules
 
 
 RULES = parse_rules(LIST.read_text(encoding="utf-8"))
@@ -104,47 +88,10 @@ def test_no_rule_is_shadowed_by_an_earlier_pattern():
             patterns.append((number, type_))
 
 
-def _resolve(type_):
-    """The object a qualified class name names, or raises LookupError: the longest
-    importable module prefix, then attributes (a __qualname__ may hold dots)."""
-    parts = type_.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:split])
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                obj = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name is not None and module_name.startswith(error.name):
-                continue
-            raise
-        for attribute in parts[split:]:
-            if not hasattr(obj, attribute):
-                raise LookupError(f"{module_name} has no {'.'.join(parts[split:])}")
-            obj = getattr(obj, attribute)
-        return obj
-    raise LookupError(f"no module of {type_} imports")
-
-
 def _problem(type_):
     """None if `type_` names an nn.Module class under exactly that name (or, for a
     pattern, matches one class of its module), else what is wrong."""
-    if "*" in type_:
-        module = importlib.import_module(type_.split("*", 1)[0].rpartition(".")[0])
-        for _, cls in inspect.getmembers(module, inspect.isclass):
-            if issubclass(cls, torch.nn.Module) and fnmatch.fnmatchcase(
-                f"{cls.__module__}.{cls.__qualname__}", type_
-            ):
-                return None
-        return "no nn.Module class of its module matches the pattern"
-    try:
-        cls = _resolve(type_)
-    except LookupError as error:
-        return str(error)
-    if not (inspect.isclass(cls) and issubclass(cls, torch.nn.Module)):
-        return "not a torch.nn.Module class"
-    name = f"{cls.__module__}.{cls.__qualname__}"
-    return None if name == type_ else f"nn_module_stack would name it {name}"
+    return type_problem(type_, torch.nn.Module)
 
 
 @pytest.mark.parametrize("library", LIBRARIES)

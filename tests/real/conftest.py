@@ -10,9 +10,17 @@ import json
 import os
 import re
 import subprocess
-import zipfile
+import sys
 from functools import lru_cache
 from pathlib import Path
+
+# Reading and comparing program JSON: the plain module the Python tests use too (not
+# their conftest.py, which would clash with this one's module name).
+_PYTHON_TESTS = str(Path(__file__).resolve().parents[1] / "python")
+if _PYTHON_TESTS not in sys.path:
+    sys.path.append(_PYTHON_TESTS)
+
+from program_json import first_difference, node_list, read_program  # noqa: E402,F401
 
 # Nothing in this tier may download: every model is built from a config, randomly initialised.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -93,61 +101,6 @@ def kinds_in(lines):
             if re.search(rf"(?<![\w-]){re.escape(kind)}(?![\w-])", line):
                 found.append(kind)
     return found
-
-
-# ---------------------------------------------------------------- archives and programs
-
-
-def read_program(path, name="model"):
-    with zipfile.ZipFile(path) as z:
-        for n in z.namelist():
-            if n.endswith(f"/models/{name}.json"):
-                return json.loads(z.read(n))
-    raise AssertionError(f"{path}: no models/{name}.json")
-
-
-def _canon_arg(arg, names):
-    if isinstance(arg, dict):
-        return {k: (names.get(v, v) if k in ("name", "as_name") and isinstance(v, str) else _canon_arg(v, names))
-                for k, v in arg.items()}
-    if isinstance(arg, list):
-        return [_canon_arg(a, names) for a in arg]
-    return arg
-
-
-def node_list(program):
-    """The graph's nodes as comparable entries: target, inputs (argument name, argument with
-    its kind and literal value, input kind) and outputs, metadata dropped. Value names are
-    replaced by their order of definition (graph inputs first, then node outputs), so that
-    two graphs compare equal when they read the same values by position."""
-    graph = program["graph_module"]["graph"]
-    defined = []
-
-    def collect(args):
-        for a in args:
-            for v in a.values():
-                if isinstance(v, dict) and isinstance(v.get("name"), str):
-                    defined.append(v["name"])
-                elif isinstance(v, list):
-                    defined.extend(t["name"] for t in v if isinstance(t, dict) and "name" in t)
-
-    collect(graph["inputs"])
-    for node in graph["nodes"]:
-        collect(node["outputs"])
-    names = {n: f"%{i}" for i, n in enumerate(dict.fromkeys(defined))}
-    return [{"target": node["target"],
-             "inputs": [(i["name"], _canon_arg(i["arg"], names), i.get("kind")) for i in node["inputs"]],
-             "outputs": _canon_arg(node["outputs"], names)}
-            for node in graph["nodes"]]
-
-
-def first_difference(a, b):
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return f"node {i}:\n  expected {json.dumps(x)[:600]}\n  actual   {json.dumps(y)[:600]}"
-    if len(a) != len(b):
-        return f"expected {len(a)} nodes, got {len(b)}"
-    return "no difference"
 
 
 # ---------------------------------------------------------------- comparing with eager

@@ -173,7 +173,8 @@ def test_switch_real_model(name, src, tmp_path, request):
                     row["roundtrip"] = f"exit {bproc.returncode}"
                     problems.append(f"{label} -> {src}: exmode exited {bproc.returncode}\n{bproc.stderr}")
                 else:
-                    a, b = node_list(read_program(in_path)), node_list(read_program(back))
+                    a = node_list(read_program(in_path), canonical_names=True)
+                    b = node_list(read_program(back), canonical_names=True)
                     row["roundtrip"] = "same" if a == b else "differs"
                     if a != b:
                         problems.append(f"{label} -> {src}: not the exported program: {first_difference(a, b)}")
