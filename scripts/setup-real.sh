@@ -2,11 +2,11 @@
 # Sets up the venv of the real-architecture tier (tests/real): creates it with
 # `python3 -m venv` if missing and installs tests/real/requirements.txt only when
 # `pip freeze` shows a pinned package missing or at another version. Idempotent; prints
-# one line saying what it did. The venv is ${EXMODE_REAL_VENV:-$HOME/.cache/exmode/venv-real}.
+# one line saying what it did. The venv is ${EXMODE_REAL_VENV:-${HOME:-/root}/.cache/exmode/venv-real}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV="${EXMODE_REAL_VENV:-$HOME/.cache/exmode/venv-real}"
+VENV="${EXMODE_REAL_VENV:-${HOME:-/root}/.cache/exmode/venv-real}"
 REQ=tests/real/requirements.txt
 
 created=""

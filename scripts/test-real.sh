@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/setup-real.sh
-VENV="${EXMODE_REAL_VENV:-$HOME/.cache/exmode/venv-real}"
+VENV="${EXMODE_REAL_VENV:-${HOME:-/root}/.cache/exmode/venv-real}"
 export EXMODE_BIN="${EXMODE_BIN:-$PWD/build/exmode}"
 if [ ! -x "$EXMODE_BIN" ]; then
   if [ "$EXMODE_BIN" != "$PWD/build/exmode" ]; then
