@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up (idempotently), builds, and runs every test: the C++ unit tests under CTest, the
-# Python oracle tests under pytest (torch 2.13), and the real-architecture tier (torchvision,
-# timm, Hugging Face models under torch 2.14, in a venv of its own). Exits non-zero if any
-# fails.
+# Python oracle tests and the Python package's tests (test_package.py) under pytest (torch
+# 2.13), and the real-architecture tier (torchvision, timm, Hugging Face models under torch
+# 2.14, in a venv of its own). Exits non-zero if any fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh || exit 1

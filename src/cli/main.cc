@@ -10,6 +10,8 @@ namespace {
 
 int run(int argc, char** argv) {
   CLI::App app{"exmode: switch exported PyTorch programs (.pt2) between train and eval mode"};
+  // Answered while parsing, before the missing subcommand is noticed.
+  app.set_version_flag("--version", "exmode " EXMODE_VERSION, "Print the version and exit");
   app.require_subcommand(1);
   exmode::cli::SwitchOptions eval_options;
   exmode::cli::SwitchOptions train_options;
@@ -20,6 +22,8 @@ int run(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "exmode: " << e.what() << " (see --help)\n";
