@@ -62,6 +62,13 @@ class ModuleTypeRules {
 std::vector<Finding> analyze(const Program& program, const std::vector<Site>& sites,
                              const ModuleTypeRules& rules = ModuleTypeRules::builtIn());
 
+// Whether a program in mode `before` already is in `target`: then it is the export itself,
+// and a switch to `target` has nothing to report.
+inline bool alreadyIn(ProgramMode before, Mode target) {
+  return (before == ProgramMode::kTrain && target == Mode::kTrain) ||
+         (before == ProgramMode::kEval && target == Mode::kEval);
+}
+
 // The findings a switch to `target` reports for a program that was in mode `before`: none
 // when it already was in `target` (it is then the export itself), else those that concern
 // `target`.

@@ -188,6 +188,17 @@ bool isGraphOutput(const Graph& graph, const Value* value) {
   return false;
 }
 
+// A finding about `node`, with its op and module.
+Finding nodeFinding(const Node& node, Finding::Kind kind, Finding::When when, std::string reason) {
+  Finding f{.kind = kind, .when = when};
+  f.node = std::string(node.name());
+  f.op = std::string(shortTarget(node.target()));
+  f.module = node.modulePath();
+  f.module_type = node.moduleType();
+  f.reason = std::move(reason);
+  return f;
+}
+
 // A finding and where it sorts: placeholders first, in signature order, then nodes.
 struct Ordered {
   std::size_t order;
@@ -324,22 +335,36 @@ std::vector<Finding> structuralFindings(const Graph& graph, std::span<const Site
   absl::flat_hash_map<std::string, const ModuleTypeRule*> rule_of_type;
   std::vector<ModuleEntry> entries;
   std::string previous_stack;
+  // Nested graphs (torch.no_grad / autocast regions, torch.cond branches) are kept
+  // verbatim; a random op inside one runs as the region runs (timm's DropBlock samples its
+  // mask under no_grad). Reported once per region, at the node that holds it.
+  absl::flat_hash_map<const Node*, std::string_view> random_regions;  // owner -> first op
+  for (const NestedNode& nested : graph.nestedNodes()) {
+    const std::string_view op = atenOpName(nested.target);
+    if (!op.empty() && randomOps().contains(op))
+      random_regions.try_emplace(nested.owner, nested.target);
+  }
   std::size_t position = placeholders;
   for (const auto& owned : graph.nodes()) {
     const Node& node = *owned;
     ++position;
     const std::string_view op = atenOpName(node.target());
     if (!op.empty() && randomOps().contains(op) && !members.contains(&node)) {
-      Finding f{.kind = Finding::Kind::kRandomOp, .when = Finding::When::kToEval};
-      f.node = std::string(node.name());
-      f.op = std::string(shortTarget(node.target()));
-      f.module = node.modulePath();
-      f.module_type = node.moduleType();
-      f.reason =
-          "a random op that is not part of a site exmode switches keeps running after "
-          "the switch to eval (a training-only branch, such as a drop path of a form "
-          "exmode does not recognise, or layerdrop, was frozen into the graph)";
-      found.push_back({position, std::move(f)});
+      found.push_back(
+          {position,
+           nodeFinding(node, Finding::Kind::kRandomOp, Finding::When::kToEval,
+                       "a random op that is not part of a site exmode switches keeps running "
+                       "after the switch to eval (a training-only branch, such as a drop path "
+                       "of a form exmode does not recognise, or layerdrop, was frozen into the "
+                       "graph)")});
+    }
+    if (auto region = random_regions.find(&node); region != random_regions.end()) {
+      found.push_back({position, nodeFinding(node, Finding::Kind::kRandomOp, Finding::When::kToEval,
+                                             "its nested graph holds " +
+                                                 std::string(shortTarget(region->second)) +
+                                                 ", a random op that keeps running after the "
+                                                 "switch to eval (exmode does not switch inside "
+                                                 "nested graphs)")});
     }
     const RawJson token = node.metadataFieldJson("nn_module_stack");
     if (token.size() < 2) continue;
@@ -369,28 +394,6 @@ std::vector<Finding> structuralFindings(const Graph& graph, std::span<const Site
       found.push_back({position, std::move(f)});
     }
   }
-  // Nested graphs (torch.no_grad / autocast regions, torch.cond branches) are kept
-  // verbatim; a random op inside one runs as the region runs (timm's DropBlock samples its
-  // mask under no_grad). Reported once per region, at the node that holds it.
-  absl::flat_hash_set<const Node*> regions;
-  for (const NestedNode& nested : graph.nestedNodes()) {
-    const std::string_view op = atenOpName(nested.target);
-    if (op.empty() || !randomOps().contains(op) || !regions.insert(nested.owner).second) continue;
-    Finding f{.kind = Finding::Kind::kRandomOp, .when = Finding::When::kToEval};
-    f.node = std::string(nested.owner->name());
-    f.op = std::string(shortTarget(nested.owner->target()));
-    f.module = nested.owner->modulePath();
-    f.module_type = nested.owner->moduleType();
-    f.reason = "its nested graph holds " + std::string(shortTarget(nested.target)) +
-               ", a random op that keeps running after the switch to eval (exmode does not "
-               "switch inside nested graphs)";
-    std::size_t at = placeholders;
-    for (const auto& n : graph.nodes()) {
-      ++at;
-      if (n.get() == nested.owner) break;
-    }
-    found.push_back({at, std::move(f)});
-  }
   unusedState(graph, module_types, found);
   std::stable_sort(found.begin(), found.end(),
                    [](const Ordered& a, const Ordered& b) { return a.order < b.order; });
@@ -402,9 +405,6 @@ std::vector<Finding> structuralFindings(const Graph& graph, std::span<const Site
 
 namespace {
 
-constexpr std::string_view kSdpa = "torch.ops.aten.scaled_dot_product_attention.default";
-constexpr std::string_view kBatchNorm = "torch.ops.aten.batch_norm.default";
-
 // Ops whose eval export lets the output stand in for the input (docs/EXPORT_IR.md): torch
 // 2.13 does it for these but plain dropout, torch 2.14 for plain dropout too.
 bool mergesInEval(std::string_view target) {
@@ -412,23 +412,6 @@ bool mergesInEval(std::string_view target) {
          target == "torch.ops.aten.feature_dropout.default" ||
          target == "torch.ops.aten.alpha_dropout.default" ||
          target == "torch.ops.aten.feature_alpha_dropout.default";
-}
-
-bool isDropout(std::string_view target) {
-  const std::string_view op = atenOpName(target);
-  return op == "dropout" || op == "dropout_" || op == "feature_dropout" ||
-         op == "feature_dropout_" || op == "alpha_dropout" || op == "alpha_dropout_" ||
-         op == "feature_alpha_dropout" || op == "feature_alpha_dropout_";
-}
-
-Finding siteFinding(const Node& node, Finding::Kind kind, Finding::When when, std::string reason) {
-  Finding f{.kind = kind, .when = when};
-  f.node = std::string(node.name());
-  f.op = std::string(shortTarget(node.target()));
-  f.module = node.modulePath();
-  f.module_type = node.moduleType();
-  f.reason = std::move(reason);
-  return f;
 }
 
 std::size_t useCount(const Graph& graph, const Value& value) {
@@ -459,21 +442,22 @@ bool looksMerged(const Graph& graph, const Node& dropout) {
 void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<Finding>& out) {
   for (const Site& site : sites) {
     const Node& node = *site.node;
-    const std::string_view target = node.target();
-    if (target == kSdpa) {
+    // Which family a site is of, the pass that found it says: the op lists live there.
+    const std::string_view family = site.pass == nullptr ? std::string_view{} : site.pass->name();
+    if (family == "attention_dropout") {
       if (site.state == Site::State::kFixed) {
-        out.push_back(siteFinding(
+        out.push_back(nodeFinding(
             node, Finding::Kind::kUnrecorded, Finding::When::kToTrain,
             "attention dropout_p is 0.0 here and exmode did not switch this program from train: "
             "attention code passes `p if self.training else 0.0`, so an eval export does not "
             "record the train-mode dropout_p, and the switch leaves it at 0.0"));
       }
-    } else if (isDropout(target)) {
+    } else if (family == "dropout") {
       if (site.state != Site::State::kEval) continue;
       const std::optional<double> value = site.p ? site.p : numberArg(node, "p");
       // An nn.Dropout* module passes its own p in both modes; functional code may not.
       if (value == 0.0 && !node.moduleType().starts_with("torch.nn.modules.dropout.")) {
-        out.push_back(siteFinding(
+        out.push_back(nodeFinding(
             node, Finding::Kind::kUnrecorded, Finding::When::kToTrain,
             "dropout p is 0.0 in an eval program outside an nn.Dropout module: code that passes "
             "`p if self.training else 0.0` (most attention code) records 0.0, so the train-mode "
@@ -481,7 +465,7 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
       }
       if (looksMerged(graph, node) && !remembered::get(node, kFromTrainExport)) {
         {
-          out.push_back(siteFinding(
+          out.push_back(nodeFinding(
               node, Finding::Kind::kMergedDropout, Finding::When::kToTrain,
               "in eval mode torch.export records this op's output in place of its input, so "
               "later uses of the input may read the output instead; nothing reads the input "
@@ -489,14 +473,14 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
               "readers may get the dropped-out tensor"));
         }
       }
-    } else if (target == kBatchNorm) {
+    } else if (family == "batch_norm") {
       if (site.state != Site::State::kEval) continue;
       // Kept with the site once a switch read it (batch_norm.cc): toggling reads no text.
       std::optional<double> momentum = site.momentum;
       if (!momentum) momentum = numberArg(node, "momentum");
       if (momentum == 0.0) {
         out.push_back(
-            siteFinding(node, Finding::Kind::kInexact, Finding::When::kToTrain,
+            nodeFinding(node, Finding::Kind::kInexact, Finding::When::kToTrain,
                         "batch norm has momentum 0.0, so its running statistics will not change in "
                         "training; BatchNorm(momentum=None) exports this way in eval mode, and its "
                         "cumulative average cannot be expressed in the graph"));
@@ -547,9 +531,7 @@ std::vector<Finding> analyze(const Program& program, const std::vector<Site>& si
 std::vector<Finding> findingsForSwitch(const std::vector<Finding>& findings, ProgramMode before,
                                        Mode target) {
   std::vector<Finding> out;
-  const bool already = (before == ProgramMode::kTrain && target == Mode::kTrain) ||
-                       (before == ProgramMode::kEval && target == Mode::kEval);
-  if (already) return out;
+  if (alreadyIn(before, target)) return out;
   for (const Finding& f : findings) {
     if (concerns(f, target)) out.push_back(f);
   }

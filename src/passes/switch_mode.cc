@@ -185,9 +185,7 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
     report.before = detectMode(sites);
     // What this switch cannot make exact, found before anything changes. A program already
     // in the target mode is the export itself: nothing to report, nothing to find.
-    const bool already = (report.before == ProgramMode::kTrain && target == Mode::kTrain) ||
-                         (report.before == ProgramMode::kEval && target == Mode::kEval);
-    if (!already) {
+    if (!alreadyIn(report.before, target)) {
       if (!structural_known) {
         structural = passes::structuralFindings(graph, sites, *rules);
         structural_known = true;

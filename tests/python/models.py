@@ -51,6 +51,24 @@ def _finish(module, input_shape, seed):
 # ---------------------------------------------------------------- module classes
 
 
+class AuxHead(nn.Module):
+    """A classifier whose auxiliary head runs only in training (as Inception's does): its eval
+    export does not read the head's parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(8, 8)
+        self.drop = nn.Dropout(0.25)
+        self.head = nn.Linear(8, 3)
+        self.aux = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.drop(torch.relu(self.body(x)))
+        if self.training:
+            return self.head(h) + self.aux(h)
+        return self.head(h)
+
+
 class FunctionalDropout(nn.Module):
     def __init__(self):
         super().__init__()

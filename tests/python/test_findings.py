@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models import AuxHead
 from conftest import (
     assert_matches_eager,
     eager_copy,
@@ -64,23 +65,6 @@ def same_output(a, b, x, seed=7):
 
 
 # ---------------------------------------------------------------- modules
-
-
-class AuxHead(nn.Module):
-    """A classifier whose auxiliary head runs only in training (as Inception's does)."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Linear(8, 8)
-        self.drop = nn.Dropout(0.25)
-        self.head = nn.Linear(8, 3)
-        self.aux = nn.Linear(8, 3)
-
-    def forward(self, x):
-        h = self.drop(torch.relu(self.body(x)))
-        if self.training:
-            return self.head(h) + self.aux(h)
-        return self.head(h)
 
 
 class GaussianNoise(nn.Module):

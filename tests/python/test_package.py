@@ -16,26 +16,10 @@ import torch
 import torch.nn as nn
 
 import exmode
+from models import AuxHead
 from conftest import export_and_save, file_sha256, inspect_json, run_exmode, run_ok
 
 SWITCHES = [("conv_bn2d", "train", "eval"), ("mlp_dropout", "eval", "train"), ("resnetish", "train", "eval")]
-
-
-class AuxHead(nn.Module):
-    """An auxiliary head that runs only in training: its eval export warns switching to train."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Linear(8, 8)
-        self.drop = nn.Dropout(0.25)
-        self.head = nn.Linear(8, 3)
-        self.aux = nn.Linear(8, 3)
-
-    def forward(self, x):
-        h = self.drop(torch.relu(self.body(x)))
-        if self.training:
-            return self.head(h) + self.aux(h)
-        return self.head(h)
 
 
 def _installed_exmode():
