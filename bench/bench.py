@@ -5,6 +5,7 @@
 Usually run through bench/run.sh, which installs what is needed and builds first.
 Sections, in the order they run:
   inmemory  exmode's in-memory switch vs torchao's move_exported_model_to_eval/train
+  fxmodule  exmode.torch on ep.module() (first switch, toggles, no-op) vs torchao
   file      file to file on ~1 GB of weights: cp, exmode eval, the torch route
   scale     exmode eval on synthetic archives of 10k, 100k, 1M nodes
   memory    peak RSS of the exmode file switches vs 64 MiB + 4 x program JSON
@@ -24,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import file_to_file, inmemory, memory, micro, scale  # noqa: E402
+from harness import file_to_file, fxmodule, inmemory, memory, micro, scale  # noqa: E402
 from harness.context import Context  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = {"inmemory": inmemory, "file": file_to_file, "scale": scale, "memory": memory,
+SECTIONS = {"inmemory": inmemory, "fxmodule": fxmodule, "file": file_to_file, "scale": scale, "memory": memory,
             "micro": micro}
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 

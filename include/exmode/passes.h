@@ -138,8 +138,10 @@ struct SwitchCache {
 // changes: every pass's sites are collected first, and functional_ir, which refuses
 // programs, runs first. With a `cache`, sites it holds for this program's current graph
 // are used instead of collected, and the sites of this switch are kept in it. The report's
-// warnings are found with `rules` (null: ModuleTypeRules::builtIn()).
+// warnings are found with `rules` (null: ModuleTypeRules::builtIn()). `listener` hears of
+// every change the passes make (rewrite.h), for a host that replays them on its own graph.
 SwitchReport switchMode(Program& program, Mode target, std::string program_name = {},
-                        SwitchCache* cache = nullptr, const ModuleTypeRules* rules = nullptr);
+                        SwitchCache* cache = nullptr, const ModuleTypeRules* rules = nullptr,
+                        rewrite::Listener* listener = nullptr);
 
 }  // namespace exmode

@@ -31,11 +31,37 @@ struct NewNode {
   absl::InlinedVector<std::pair<std::string_view, RawJson>, 2> metadata;
 };
 
+// What a host of the passes other than the archive JSON (the FX graph of a PyTorch module,
+// python/exmode/torch) hears of each change, to make the same change to its own graph: the
+// passes run once, on the program IR built from the host's graph, and the host replays
+// these notifications (MLIR's RewriterBase::Listener plays the same part). Each call comes
+// right after the change, so what it reads from the node is the node's new state.
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  // Input `input` of `node` was set or inserted (node.input(input) is its new value).
+  virtual void inputSet(const Node& node, std::string_view input) = 0;
+  // Input `input` of `node` was removed: it takes its schema default.
+  virtual void inputRemoved(const Node& node, std::string_view input) = 0;
+  // Metadata field `key` of `node` was set or removed.
+  virtual void metadataSet(const Node& node, std::string_view key) = 0;
+  // One use of `from` by `user` (null: a graph output) now reads `to`.
+  virtual void useReplaced(const Node* user, const Value& from, const Value& to) = 0;
+  // `node` is about to leave the graph (it has no users left).
+  virtual void nodeErased(const Node& node) = 0;
+  // `node` was inserted before `before`.
+  virtual void nodeInserted(const Node& node, const Node& before) = 0;
+  // The graph's outputs or output specs changed (a buffer mutation added or removed).
+  virtual void outputsChanged() = 0;
+};
+
 class Rewriter {
  public:
   explicit Rewriter(Program& program) : program_(program), graph_(program.graph()) {}
 
   Graph& graph() { return graph_; }
+  // Tells `listener` (null: nobody) of every change from here on.
+  void setListener(Listener* listener) { listener_ = listener; }
   // A node of this graph seen through a const view (a Site), to change. Sites are collected
   // from the const graph before a switch; the rewriter is what may change them.
   Node& mutableNode(const Node& node) { return const_cast<Node&>(node); }
@@ -87,6 +113,7 @@ class Rewriter {
   void dropUse(Value& value, const Node& user);
   Program& program_;
   Graph& graph_;
+  Listener* listener_ = nullptr;
 };
 
 }  // namespace exmode::rewrite

@@ -2,6 +2,7 @@
 #include <nanobind/nanobind.h>
 
 #include "errors.h"
+#include "host_program.h"
 #include "model_binding.h"
 
 NB_MODULE(_core, m) {
@@ -9,4 +10,5 @@ NB_MODULE(_core, m) {
   m.attr("__version__") = EXMODE_VERSION;
   exmode::python::registerErrors();
   exmode::python::bindModel(m);
+  exmode::python::bindHostProgram(m);
 }

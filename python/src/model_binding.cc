@@ -22,58 +22,13 @@
 #include "exmode/findings.h"
 #include "exmode/model.h"
 #include "exmode/pattern.h"
+#include "report_rows.h"
 
 namespace nb = nanobind;
 
 namespace exmode::python {
 
 namespace {
-
-// Plain copies of what a switch or an inspection found: Change holds views into the
-// program's text, which must not outlive the lock they were made under.
-struct ChangeRow {
-  std::string node, op, module, before, after;
-};
-struct ReportRow {
-  std::string program, before, after;
-  std::vector<ChangeRow> changes;
-  std::vector<Finding> warnings;
-};
-struct SiteRow {
-  std::string node, op, module, mode;
-  std::optional<double> p, momentum, eps;
-};
-struct ProgramRow {
-  std::string name, mode;
-  std::vector<SiteRow> sites;
-  std::vector<Finding> warnings;
-};
-
-nb::str text(std::string_view s) { return nb::str(s.data(), s.size()); }
-
-nb::dict findingDict(const Finding& f) {
-  nb::dict d;
-  d["kind"] = text(findingKindName(f.kind));
-  d["when"] = text(findingWhenName(f.when));
-  d["node"] = text(f.node);
-  d["op"] = text(f.op);
-  d["module"] = text(f.module);
-  d["module_type"] = text(f.module_type);
-  d["reason"] = text(f.reason);
-  return d;
-}
-
-nb::list findingList(const std::vector<Finding>& findings) {
-  nb::list out;
-  for (const Finding& f : findings) out.append(findingDict(f));
-  return out;
-}
-
-Mode parseMode(const std::string& mode) {
-  if (mode == "train") return Mode::kTrain;
-  if (mode == "eval") return Mode::kEval;
-  throw Error(ErrorKind::kUsage, "mode must be \"train\" or \"eval\", not \"" + mode + "\"");
-}
 
 void replaceAll(std::string& s, const std::string& from, const std::string& to) {
   for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) {
@@ -152,39 +107,12 @@ class PyModel {
     std::vector<ReportRow> rows = locked([&] {
       std::vector<ReportRow> out;
       for (const SwitchReport& r : target == Mode::kTrain ? model_->train() : model_->eval()) {
-        ReportRow row{r.program,
-                      std::string(programModeName(r.before)),
-                      std::string(programModeName(r.after)),
-                      {},
-                      r.warnings};
-        for (const Change& c : r.changes) {
-          row.changes.push_back({std::string(c.node), std::string(c.op), std::string(c.module),
-                                 std::string(c.before), std::string(c.after)});
-        }
-        out.push_back(std::move(row));
+        out.push_back(reportRow(r));
       }
       return out;
     });
     nb::list out;
-    for (const ReportRow& row : rows) {
-      nb::list changes;
-      for (const ChangeRow& c : row.changes) {
-        nb::dict d;
-        d["node"] = c.node;
-        d["op"] = c.op;
-        d["module"] = c.module;
-        d["before"] = c.before;
-        d["after"] = c.after;
-        changes.append(d);
-      }
-      nb::dict report;
-      report["program"] = row.program;
-      report["before"] = row.before;
-      report["after"] = row.after;
-      report["changes"] = changes;
-      report["warnings"] = findingList(row.warnings);
-      out.append(report);
-    }
+    for (const ReportRow& row : rows) out.append(reportDict(row));
     return out;
   }
 
@@ -217,42 +145,12 @@ class PyModel {
     std::vector<ProgramRow> rows = locked([&] {
       std::vector<ProgramRow> out;
       for (const std::string& name : model_->programNames()) {
-        const Program& program = std::as_const(*model_).program(name);
-        const std::vector<Site> sites = collectSites(program);
-        ProgramRow row{name,
-                       std::string(programModeName(detectMode(sites))),
-                       {},
-                       analyze(program, sites, *rules_)};
-        for (const Site& s : sites) {
-          row.sites.push_back({std::string(s.node->name()),
-                               std::string(shortTarget(s.node->target())), s.node->modulePath(),
-                               std::string(siteStateName(s.state)), s.p, s.momentum, s.eps});
-        }
-        out.push_back(std::move(row));
+        out.push_back(programRow(name, std::as_const(*model_).program(name), *rules_));
       }
       return out;
     });
     nb::list out;
-    for (const ProgramRow& row : rows) {
-      nb::list sites;
-      for (const SiteRow& s : row.sites) {
-        nb::dict d;
-        d["node"] = s.node;
-        d["op"] = s.op;
-        d["module"] = s.module;
-        d["mode"] = s.mode;
-        if (s.p) d["p"] = *s.p;
-        if (s.momentum) d["momentum"] = *s.momentum;
-        if (s.eps) d["eps"] = *s.eps;
-        sites.append(d);
-      }
-      nb::dict program;
-      program["name"] = row.name;
-      program["mode"] = row.mode;
-      program["sites"] = sites;
-      program["warnings"] = findingList(row.warnings);
-      out.append(program);
-    }
+    for (const ProgramRow& row : rows) out.append(programDict(row));
     return out;
   }
 

@@ -158,7 +158,7 @@ void collectPassSites(const Program& program, std::vector<Site>& sites,
 }  // namespace
 
 SwitchReport switchMode(Program& program, Mode target, std::string program_name, SwitchCache* cache,
-                        const ModuleTypeRules* rules) {
+                        const ModuleTypeRules* rules, rewrite::Listener* listener) {
   if (rules == nullptr) rules = &ModuleTypeRules::builtIn();
   return namingTheProgram(program, [&] {
     SwitchReport report;
@@ -197,6 +197,7 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
     }
     const auto& passes = modePasses();
     rewrite::Rewriter rewriter(program);
+    rewriter.setListener(listener);
     std::vector<std::size_t> runs;
     report.changes.reserve(sites.size());
     for (std::size_t i = 0; i < passes.size(); ++i) {

@@ -80,6 +80,7 @@ void Rewriter::setInput(Node& node, std::string_view input_name, Argument arg, s
   for (const Ref& ref : in.arg.payload.refs) dropUse(*ref.value, node);
   for (const Ref& ref : arg.payload.refs) addUse(*ref.value, node);
   in.arg = std::move(arg);
+  if (listener_ != nullptr) listener_->inputSet(node, input_name);
 }
 
 void Rewriter::removeInput(Node& node, std::string_view input_name) {
@@ -89,6 +90,7 @@ void Rewriter::removeInput(Node& node, std::string_view input_name) {
     for (const Ref& ref : it->arg.payload.refs) dropUse(*ref.value, node);
     node.inputs_.erase(it);
     node.source_ = {};
+    if (listener_ != nullptr) listener_->inputRemoved(node, input_name);
     return;
   }
 }
@@ -100,8 +102,10 @@ void Rewriter::insertInput(Node& node, NamedArgument input, std::string_view bef
   for (const Ref& ref : input.arg.payload.refs) addUse(*ref.value, node);
   input.source = {};
   input.name = program_.keep(std::string(input.name));  // callers may pass temporaries
+  const std::string_view name = input.name;
   node.inputs_.insert(at, std::move(input));
   node.source_ = {};
+  if (listener_ != nullptr) listener_->inputSet(node, name);
 }
 
 void Rewriter::setMetadataField(Node& node, std::string_view key,
@@ -130,6 +134,7 @@ void Rewriter::setMetadataField(Node& node, std::string_view key,
   node.metadata_ = {};
   node.source_ = {};
   node.module_path_known_ = false;
+  if (listener_ != nullptr) listener_->metadataSet(node, key);
 }
 
 void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
@@ -152,6 +157,7 @@ void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
         in.arg.source = {};
         dropUse(from, *user);
         addUse(to, *user);
+        if (listener_ != nullptr) listener_->useReplaced(user, from, to);
       }
     }
   }
@@ -161,6 +167,7 @@ void Rewriter::replaceUses(Value& from, Value& to, const Node* after) {
       if (ref.value != &from) continue;
       ref.value = &to;
       output.source = {};
+      if (listener_ != nullptr) listener_->useReplaced(nullptr, from, to);
     }
   }
   for (SignatureSpec& spec : graph_.output_specs_) {
@@ -181,12 +188,14 @@ void Rewriter::replaceUse(Node& user, std::size_t input, std::size_t ref, Value&
   NamedArgument& in = user.inputs_[input];
   Ref& target = in.arg.payload.refs[ref];
   if (target.value == &to) return;
+  const Value& from_value = *target.value;
   dropUse(*target.value, user);
   target.value = &to;
   addUse(to, user);
   user.source_ = {};
   in.source = {};
   in.arg.source = {};
+  if (listener_ != nullptr) listener_->useReplaced(&user, from_value, to);
 }
 
 void Rewriter::moveTensorValues(std::span<Value* const> values, const Value* after) {
@@ -226,6 +235,7 @@ void Rewriter::eraseNode(Node& node) {
       }
     }
   }
+  if (listener_ != nullptr) listener_->nodeErased(node);
   for (const NamedArgument& in : node.inputs_) {
     for (const Ref& ref : in.arg.payload.refs) dropUse(*ref.value, node);
   }
@@ -317,6 +327,7 @@ Node& Rewriter::insertBefore(Node& before, NewNode&& spec) {
     graph_.order_stale_ = true;
   }
   graph_.by_target_valid_ = false;
+  if (listener_ != nullptr) listener_->nodeInserted(node, before);
   return node;
 }
 
@@ -339,6 +350,7 @@ void Rewriter::addBufferMutation(Value& value, std::string_view buffer_name) {
   const auto at = static_cast<std::ptrdiff_t>(index);
   graph_.outputs_.insert(graph_.outputs_.begin() + at, std::move(output));
   graph_.output_specs_.insert(graph_.output_specs_.begin() + at, std::move(spec));
+  if (listener_ != nullptr) listener_->outputsChanged();
 }
 
 void Rewriter::removeOutput(std::size_t index) {
@@ -346,6 +358,7 @@ void Rewriter::removeOutput(std::size_t index) {
   const auto at = static_cast<std::ptrdiff_t>(index);
   graph_.outputs_.erase(graph_.outputs_.begin() + at);
   graph_.output_specs_.erase(graph_.output_specs_.begin() + at);
+  if (listener_ != nullptr) listener_->outputsChanged();
 }
 
 }  // namespace exmode::rewrite

@@ -3,7 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "exmode/error.h"
+#include "exmode/passes.h"
 #include "exmode/pattern.h"
 #include "test_programs.h"
 
@@ -219,6 +224,73 @@ TEST(Rewriter, ChangesOutputsAndSignatureTogether) {
   rewriter.replaceUses(graph.getValue("dropout"), graph.getValue("relu"));
   EXPECT_EQ(graph.outputs()[0].tensor()->name(), "relu");
   EXPECT_EQ(graph.outputSpecs()[0].value()->name(), "relu");
+}
+
+}  // namespace
+}  // namespace exmode::rewrite
+
+namespace exmode::rewrite {
+namespace {
+
+// Writes each notification as one line, so a test sees their order too.
+class RecordingListener final : public Listener {
+ public:
+  std::vector<std::string> lines;
+  void inputSet(const Node& node, std::string_view input) override {
+    const NamedArgument* in = node.input(input);
+    lines.push_back("set " + std::string(node.name()) + "." + std::string(input) + " " +
+                    std::string(in == nullptr ? "?" : in->arg.payload.text));
+  }
+  void inputRemoved(const Node& node, std::string_view input) override {
+    lines.push_back("remove " + std::string(node.name()) + "." + std::string(input));
+  }
+  void metadataSet(const Node& node, std::string_view key) override {
+    lines.push_back("metadata " + std::string(node.name()) + "." + std::string(key));
+  }
+  void useReplaced(const Node* user, const Value& from, const Value& to) override {
+    lines.push_back("use " + std::string(user == nullptr ? "<output>" : user->name()) + " " +
+                    std::string(from.name()) + "->" + std::string(to.name()));
+  }
+  void nodeErased(const Node& node) override {
+    lines.push_back("erase " + std::string(node.name()));
+  }
+  void nodeInserted(const Node& node, const Node& before) override {
+    lines.push_back("insert " + std::string(node.name()) + " " + std::string(node.target()) +
+                    " before " + std::string(before.name()));
+  }
+  void outputsChanged() override { lines.push_back("outputs"); }
+};
+
+TEST(Listener, HearsEveryChangeOfASwitchInOrder) {
+  auto program = Program::parse(testing::bnDropoutTrainProgram(), "bn.json");
+  RecordingListener to_eval;
+  switchMode(*program, Mode::kEval, "model", nullptr, nullptr, &to_eval);
+  // Pass after pass (registry.cc: dropout before batch norm), each change as it is made.
+  EXPECT_EQ(to_eval.lines,
+            (std::vector<std::string>{"set dropout.train false", "set batch_norm.training false",
+                                      "erase add_"}));
+  RecordingListener to_train;
+  switchMode(*program, Mode::kTrain, "model", nullptr, nullptr, &to_train);
+  EXPECT_EQ(to_train.lines,
+            (std::vector<std::string>{"set dropout.train true", "set batch_norm.training true",
+                                      "insert add_ torch.ops.aten.add_.Tensor before batch_norm"}));
+  // A no-op switch tells nothing.
+  RecordingListener again;
+  switchMode(*program, Mode::kTrain, "model", nullptr, nullptr, &again);
+  EXPECT_TRUE(again.lines.empty());
+}
+
+TEST(Listener, HearsRewiredUsesAndGraphOutputs) {
+  auto program = chain();
+  Rewriter rewriter(*program);
+  RecordingListener listener;
+  rewriter.setListener(&listener);
+  Graph& graph = program->graph();
+  rewriter.replaceUses(graph.getValue("dropout"), graph.getValue("relu"));
+  EXPECT_FALSE(listener.lines.empty());
+  for (const std::string& line : listener.lines) EXPECT_EQ(line.rfind("use ", 0), 0U) << line;
+  EXPECT_NE(std::find(listener.lines.begin(), listener.lines.end(), "use <output> dropout->relu"),
+            listener.lines.end());
 }
 
 }  // namespace

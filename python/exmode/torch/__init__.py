@@ -1,0 +1,156 @@
+"""exmode for PyTorch: switch exported programs and their modules between train and eval.
+
+A drop-in for torchao.quantization.pt2e's functions of the same names:
+
+    from exmode.torch import allow_exported_model_train_eval
+    m = torch.export.export(model, example_inputs).module()
+    allow_exported_model_train_eval(m)
+    m.eval()   # every mode-sensitive op to eval: dropout p, batch-norm momentum and eps kept
+    m.train()  # and back, exactly
+
+and for an ExportedProgram, `exmode.torch.eval(ep)` / `exmode.torch.train(ep)`.
+
+The passes are the C++ core's, the same that switch saved archives; this module only
+writes the FX graph for them and replays their edits (see docs/DESIGN.md, "Hosts").
+Switches that cannot be made exact warn (ExmodeWarning) or, with strict=True, raise
+UnsupportedError before anything changes.
+"""
+
+import copy
+import types
+
+import torch
+
+from .. import _core
+from ._fx_edits import EditReplay, copy_graph
+from ._fx_program import ProgramWriter
+from ._module_switch import (
+    ExmodeWarning,
+    module_state,
+    refuse_findings,
+    set_training,
+    warn_findings,
+)
+
+__all__ = [
+    "ExmodeWarning",
+    "allow_exported_model_train_eval",
+    "eval",
+    "inspect",
+    "move_exported_model_to_eval",
+    "move_exported_model_to_train",
+    "train",
+]
+
+
+def _switch_module(model, target, strict, module_types):
+    # The call that changes nothing, first and cheap: a training loop makes it every step.
+    state = model.__dict__.get("_exmode_state")
+    if (state is not None and state.mode == target
+            and model.__dict__.get("training") is (target == "train") and state.current(model)):
+        return model
+    state = module_state(model, module_types)
+    report = state.switch(model, target, strict)
+    if report is not None and state.reports.get(target) is report and not report.get("_warned"):
+        report["_warned"] = True
+        warn_findings(report, "module")
+    set_training(model, target == "train")
+    return model
+
+
+def move_exported_model_to_eval(model, *, strict=False, module_types=()):
+    """Moves the GraphModule of an exported program (`ep.module()`, also after
+    prepare_qat_pt2e / convert_pt2e) to eval mode, in place; returns it. Idempotent."""
+    return _switch_module(model, "eval", strict, module_types)
+
+
+def move_exported_model_to_train(model, *, strict=False, module_types=()):
+    """Moves the module to train mode, in place; returns it. Idempotent."""
+    return _switch_module(model, "train", strict, module_types)
+
+
+def allow_exported_model_train_eval(model, *, strict=False, module_types=()):
+    """Makes `model.train()`, `model.train(False)` and `model.eval()` switch the module's
+    graph (each returns the model, as nn.Module's do), and sets `model.training` to the
+    mode the graph is in. Returns the model."""
+    state = module_state(model, module_types)
+    if state.mode in ("train", "eval"):
+        set_training(model, state.mode == "train")
+
+    def _train(self, mode=True):
+        return _switch_module(self, "train" if mode else "eval", strict, module_types)
+
+    def _eval(self):
+        return _switch_module(self, "eval", strict, module_types)
+
+    model.train = types.MethodType(_train, model)
+    model.eval = types.MethodType(_eval, model)
+    return model
+
+
+_INPUT_KINDS = {
+    "PARAMETER": "parameter",
+    "BUFFER": "buffer",
+}
+_OUTPUT_KINDS = {
+    "BUFFER_MUTATION": "buffer_mutation",
+    "USER_INPUT_MUTATION": "user_input_mutation",
+    "LOSS_OUTPUT": "loss_output",
+}
+
+
+def _program_writer(ep):
+    specs = {}
+    for spec in ep.graph_signature.input_specs:
+        name = getattr(spec.arg, "name", None)
+        kind = _INPUT_KINDS.get(spec.kind.name)
+        if name is not None and kind is not None:
+            specs[name] = (kind, spec.target)
+    outputs = {i: (_OUTPUT_KINDS[s.kind.name], s.target)
+               for i, s in enumerate(ep.graph_signature.output_specs) if s.kind.name in _OUTPUT_KINDS}
+    return ProgramWriter(ep.graph_module, specs, outputs)
+
+
+def _host_program(ep, module_types=()):
+    writer = _program_writer(ep)
+    json_text, _ = writer.write(ep.graph)
+    return _core.HostProgram(json_text, "model", list(module_types)), writer.stack_traces
+
+
+def _switch_program(ep, target, strict, module_types):
+    if not isinstance(ep, torch.export.ExportedProgram):
+        raise TypeError(f"expected a torch.export.ExportedProgram, got {type(ep).__name__}")
+    program, stack_traces = _host_program(ep, module_types)
+    if program.mode() in (target, "none"):
+        return ep
+    if strict:
+        findings = program.switch_warnings(target)
+        if findings:
+            refuse_findings(findings, "program", target)
+    graph, copies = copy_graph(ep.graph)
+    nodes = {n.name: copies[n] for n in ep.graph.nodes}
+    report, edits = program.switch_mode(target)
+    EditReplay(graph, nodes, ep.graph_module, stack_traces).run(edits)
+    gm = torch.fx.GraphModule(ep.graph_module, graph)
+    switched = ep._update(gm, copy.deepcopy(ep.graph_signature))
+    warn_findings(report, "program")
+    return switched
+
+
+def eval(ep, *, strict=False, module_types=()):  # noqa: A001 - the mode's name
+    """The ExportedProgram `ep` in eval mode: a new program sharing ep's weights and
+    constants (the same tensor objects), or `ep` itself when it already is in eval mode."""
+    return _switch_program(ep, "eval", strict, module_types)
+
+
+def train(ep, *, strict=False, module_types=()):
+    """The ExportedProgram `ep` in train mode (see eval)."""
+    return _switch_program(ep, "train", strict, module_types)
+
+
+def inspect(model, *, module_types=()):
+    """The row of `exmode inspect --json` for an ExportedProgram or an exported module:
+    its mode, its mode-sensitive sites and what a switch would warn of."""
+    if isinstance(model, torch.export.ExportedProgram):
+        return _host_program(model, module_types)[0].inspect()
+    return module_state(model, module_types).program.inspect()

@@ -1,0 +1,212 @@
+"""Switching the GraphModule of an exported program (`ep.module()`) between modes.
+
+The passes run in the C++ core on the program JSON of the module's graph (_fx_program.py);
+their edits are replayed on the FX graph (_fx_edits.py). What makes toggling cheap:
+
+* Each mode's graph is kept once made, with its generated code. A switch to a mode seen
+  before puts that graph and its code back: no pass runs, no code is generated.
+* A graph new to a mode gets its code when the module next runs (or its code is read),
+  not in the switch: the first switch of a fresh module costs the passes and the edits,
+  and the code generation happens once per mode.
+* The first switch edits the module's own graph; the way back edits a copy, so from then
+  on both modes' graphs exist.
+
+The kept graphs are the module's own: a switch notices when the graph or its code was
+changed by anyone else (a new graph, recompile(), nodes added or erased) and starts over
+from the module as it is, so edits made between switches are kept and switched.
+"""
+
+import warnings
+
+import torch
+from torch.fx import GraphModule
+
+from .. import _core
+from .._errors import UnsupportedError
+from ._fx_edits import EditReplay, copy_graph
+from ._fx_program import ProgramWriter
+
+_STATE = "_exmode_state"
+
+
+class ExmodeWarning(UserWarning):
+    """A switch that cannot be made exact (the CLI's `warning:` lines)."""
+
+
+def warn_findings(report, where):
+    for w in report["warnings"]:
+        node = f" at node '{w['node']}'" if w["node"] else ""
+        module = f" (module '{w['module']}')" if w["module"] else ""
+        warnings.warn(f"{where}{node}{module}: {w['reason']}", ExmodeWarning, stacklevel=4)
+
+
+def refuse_findings(findings, where, target):
+    lines = "; ".join(
+        f"node '{w['node']}': {w['reason']}" if w["node"] else w["reason"] for w in findings)
+    error = UnsupportedError(f"{where}: switching to {target} would not be exact ({lines}); "
+                             "nothing was changed (strict)")
+    error.warnings = findings
+    raise error
+
+
+class _LazyCode:
+    """GraphModule._code of a module whose graph is newer than its code: reading it (as
+    `code`, `print_readable` and `str` do) generates the code first."""
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        state = obj.__dict__.get(_STATE)
+        if state is not None and state.pending:
+            state.compile(obj)
+        return obj.__dict__["_exmode_code"]
+
+    def __set__(self, obj, value):
+        obj.__dict__["_exmode_code"] = value
+
+
+def _lazy_forward(self, *args, **kwargs):
+    self.__dict__[_STATE].compile(self)
+    return self.forward(*args, **kwargs)
+
+
+_CODE_ATTRS = ("_exmode_code", "_lineno_map", "_prologue_start", "_in_spec", "_out_spec")
+
+
+class ModuleState:
+    """What exmode keeps on one GraphModule (as `gm._exmode_state`)."""
+
+    def __init__(self, gm, module_types):
+        cls = type(gm)
+        if not isinstance(cls.__dict__.get("_code"), _LazyCode):
+            cls._code = _LazyCode()
+        if "_code" in gm.__dict__:
+            gm.__dict__["_exmode_code"] = gm.__dict__.pop("_code")
+        self.module_types = list(module_types)
+        self.graphs = {}  # mode -> (graph, {program name: node})
+        self.codes = {}  # mode -> (forward, {code attribute: value}), once generated
+        self.reports = {}  # mode -> the report of the switch that made its graph
+        self.pending = False  # the module's graph has no code yet
+        self.switches = 0
+        self.modules = None  # set_training's list of submodules
+        writer = ProgramWriter(gm)
+        json_text, _ = writer.write(gm.graph)
+        self.stack_traces = writer.stack_traces
+        self.program = _core.HostProgram(json_text, "model", self.module_types)
+        self.mode = self.program.mode()
+        self.graphs[self.mode] = (gm.graph, {n.name: n for n in gm.graph.nodes})
+        self.codes[self.mode] = self._code_of(gm)
+        self._watch(gm)
+
+    # Copies of a module start over: the core's program is not copied with it.
+    def __deepcopy__(self, memo):
+        return None
+
+    def __reduce__(self):
+        return (type(None), ())
+
+    def _code_of(self, gm):
+        d = gm.__dict__
+        return type(gm).__dict__.get("forward"), {a: d[a] for a in _CODE_ATTRS if a in d}
+
+    def _watch(self, gm):
+        self.seen = (gm.__dict__.get("_graph"), type(gm).__dict__.get("forward"),
+                     len(gm.graph.nodes))
+
+    def current(self, gm):
+        """Whether the module is as the last switch left it."""
+        graph, forward, count = self.seen
+        return (gm.__dict__.get("_graph") is graph and type(gm).__dict__.get("forward") is forward
+                and len(graph.nodes) == count)
+
+    def compile(self, gm):
+        """Generates the code of the module's graph (once per graph: kept for its mode)."""
+        self.pending = False
+        GraphModule.recompile(gm)
+        self.codes[self.mode] = self._code_of(gm)
+        self._watch(gm)
+
+    def _install(self, gm, mode):
+        graph, _ = self.graphs[mode]
+        gm.__dict__["_graph"] = graph
+        graph.owning_module = gm
+        cls = type(gm)
+        code = self.codes.get(mode)
+        if code is None:
+            cls.forward = _lazy_forward
+            self.pending = True
+        else:
+            forward, attrs = code
+            cls.forward = forward
+            gm.__dict__.update(attrs)
+            self.pending = False
+        self.mode = mode
+        self._watch(gm)
+
+    def switch(self, gm, target, strict):
+        """Moves the module to `target`; returns the report of the switch that made the
+        graph of that mode (None when the module already was in it)."""
+        if self.mode == target or self.mode == "none":
+            return None
+        if target in self.graphs:
+            report = self.reports.get(target)
+            if strict and report and report["warnings"]:
+                refuse_findings(report["warnings"], "module", target)
+            self._install(gm, target)
+            return report
+        if strict:
+            findings = self.program.switch_warnings(target)
+            if findings:
+                refuse_findings(findings, "module", target)
+        graph, nodes = self.graphs[self.mode]
+        if self.switches > 0 or self.codes.get(self.mode) is None:
+            # Kept for the way back: the edits go to a copy.
+            graph, copies = copy_graph(graph)
+            nodes = {name: copies[n] for name, n in nodes.items()}
+        else:
+            # The first switch of a module edits its own graph: the mode it leaves has no
+            # graph kept (its code stays valid only for the graph it was made from).
+            del self.graphs[self.mode]
+            del self.codes[self.mode]
+            nodes = dict(nodes)
+        report, edits = self.program.switch_mode(target)
+        EditReplay(graph, nodes, gm, self.stack_traces).run(edits)
+        self.graphs[target] = (graph, nodes)
+        self.codes.pop(target, None)
+        self.reports[target] = report
+        self.switches += 1
+        self._install(gm, target)
+        return report
+
+
+def module_state(gm, module_types=(), fresh=False):
+    """The module's state, made anew when the module changed since the last switch."""
+    if not isinstance(gm, GraphModule):
+        raise TypeError(f"expected a torch.fx.GraphModule (from ExportedProgram.module()), "
+                        f"got {type(gm).__name__}")
+    state = gm.__dict__.get(_STATE)
+    if fresh or state is None or not state.current(gm):
+        if state is not None and state.pending:
+            state.compile(gm)  # the module's graph as it is now, with its code
+        state = ModuleState(gm, module_types)
+        gm.__dict__[_STATE] = state
+    return state
+
+
+def set_training(gm, training):
+    """Sets `training` on the module and its submodules, as nn.Module.train does: directly
+    where a module's train() is nn.Module's (a large model has hundreds of submodules, and
+    this runs on every toggle), through its train() where the module has its own."""
+    state = gm.__dict__.get(_STATE)
+    modules = state.modules if state is not None else None
+    if modules is None:
+        modules = [(m, type(m).train is torch.nn.Module.train and "train" not in m.__dict__)
+                   for m in gm.modules() if m is not gm]
+        if state is not None:
+            state.modules = modules
+    gm.__dict__["training"] = training
+    for m, plain in modules:
+        if plain:
+            m.__dict__["training"] = training
+        else:
+            m.train(training)
