@@ -114,7 +114,7 @@ def _program_writer(ep):
 def _host_program(ep, module_types=()):
     writer = _program_writer(ep)
     json_text, _ = writer.write(ep.graph)
-    return _core.HostProgram(json_text, "model", list(module_types)), writer.stack_traces
+    return _core.HostProgram(json_text, "ExportedProgram", list(module_types)), writer.stack_traces
 
 
 def _switch_program(ep, target, strict, module_types):
@@ -153,4 +153,9 @@ def inspect(model, *, module_types=()):
     its mode, its mode-sensitive sites and what a switch would warn of."""
     if isinstance(model, torch.export.ExportedProgram):
         return _host_program(model, module_types)[0].inspect()
-    return module_state(model, module_types).program.inspect()
+    if not isinstance(model, torch.fx.GraphModule):
+        raise TypeError(f"expected an ExportedProgram or a torch.fx.GraphModule, got {type(model).__name__}")
+    # The graph as it is now: the program a module's state keeps may be in the other mode
+    # (a switch to a mode seen before swaps graphs without running the passes).
+    json_text, _ = ProgramWriter(model).write(model.graph)
+    return _core.HostProgram(json_text, "GraphModule", list(module_types)).inspect()

@@ -244,31 +244,24 @@ class ProgramWriter:
             op = n.op
             if op == "get_attr":
                 t = n.target
-                if isinstance(getattr_path(root, t), GraphModule):
-                    graph_nodes[n] = getattr_path(root, t)
-                    continue
                 if t in params:
-                    spec = '{"parameter": {"arg": {"name": "%s"}, "parameter_name": %s}}'
+                    kind = "parameter"
                 elif t in buffers:
-                    spec = '{"buffer": {"arg": {"name": "%s"}, "buffer_name": %s, "persistent": true}}'
+                    kind = "buffer"
                 else:
-                    spec = ('{"tensor_constant": {"arg": {"name": "%s"}, '
-                            '"tensor_constant_name": %s}}')
+                    attr = getattr_path(root, t)
+                    if isinstance(attr, GraphModule):
+                        graph_nodes[n] = attr
+                        continue
+                    kind = "tensor_constant"
                 read_state.add(t)
                 inputs.append('{"as_tensor": {"name": "%s"}}' % n.name)
-                specs.append(spec % (n.name, json.dumps(t)))
+                specs.append(_input_spec(kind, '"%s"' % n.name, t))
                 tensor_values.append('"%s": %s' % (n.name, tensor_meta(n.meta.get("val"), self.metas)))
             elif op == "placeholder":
                 kind, state = self.specs.get(n.name, ("user_input", None))
                 inputs.append('{"as_tensor": {"name": "%s"}}' % n.name)
-                if kind == "parameter":
-                    specs.append('{"parameter": {"arg": {"name": "%s"}, "parameter_name": %s}}'
-                                 % (n.name, json.dumps(state)))
-                elif kind == "buffer":
-                    specs.append('{"buffer": {"arg": {"name": "%s"}, "buffer_name": %s, '
-                                 '"persistent": true}}' % (n.name, json.dumps(state)))
-                else:
-                    specs.append('{"user_input": {"arg": {"as_tensor": {"name": "%s"}}}}' % n.name)
+                specs.append(_input_spec(kind, '"%s"' % n.name, state))
                 if state is not None:
                     read_state.add(state)
                 tensor_values.append('"%s": %s' % (n.name, tensor_meta(n.meta.get("val"), self.metas)))
@@ -289,8 +282,7 @@ class ProgramWriter:
         for b in unread:
             name = json.dumps(STATE_PREFIX + b)
             inputs.append('{"as_tensor": {"name": %s}}' % name)
-            specs.append('{"buffer": {"arg": {"name": %s}, "buffer_name": %s, "persistent": true}}'
-                         % (name, json.dumps(b)))
+            specs.append(_input_spec("buffer", name, b))
             tensor_values.append('%s: %s' % (name, tensor_meta(buffers[b], self.metas)))
         outputs = [self.argument(a) for a in output_args]
         output_specs = [_output_spec(a, (self.output_specs or {}).get(i)) for i, a in enumerate(outputs)]
@@ -305,6 +297,19 @@ class ProgramWriter:
                     ", ".join(inputs), ", ".join(outputs), ", ".join(nodes),
                     ", ".join(tensor_values), ", ".join(specs), ", ".join(output_specs),
                     torch.__version__)), unread
+
+
+def _input_spec(kind, name, state):
+    """The input spec of graph input `name` (a JSON string) of `kind`, naming `state`."""
+    if kind == "parameter":
+        return '{"parameter": {"arg": {"name": %s}, "parameter_name": %s}}' % (name, json.dumps(state))
+    if kind == "buffer":
+        return ('{"buffer": {"arg": {"name": %s}, "buffer_name": %s, "persistent": true}}'
+                % (name, json.dumps(state)))
+    if kind == "tensor_constant":
+        return ('{"tensor_constant": {"arg": {"name": %s}, "tensor_constant_name": %s}}'
+                % (name, json.dumps(state)))
+    return '{"user_input": {"arg": {"as_tensor": {"name": %s}}}}' % name
 
 
 def _output_spec(arg, spec):

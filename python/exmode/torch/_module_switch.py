@@ -92,7 +92,7 @@ class ModuleState:
         writer = ProgramWriter(gm)
         json_text, _ = writer.write(gm.graph)
         self.stack_traces = writer.stack_traces
-        self.program = _core.HostProgram(json_text, "model", self.module_types)
+        self.program = _core.HostProgram(json_text, "GraphModule", self.module_types)
         self.mode = self.program.mode()
         self.graphs[self.mode] = (gm.graph, {n.name: n for n in gm.graph.nodes})
         self.codes[self.mode] = self._code_of(gm)
