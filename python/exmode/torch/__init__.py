@@ -25,6 +25,7 @@ from .. import _core
 from ._fx_edits import EditReplay, copy_graph
 from ._fx_program import ProgramWriter
 from ._module_switch import (
+    ALLOWED,
     ExmodeWarning,
     module_state,
     refuse_findings,
@@ -85,6 +86,8 @@ def allow_exported_model_train_eval(model, *, strict=False, module_types=()):
 
     model.train = types.MethodType(_train, model)
     model.eval = types.MethodType(_eval, model)
+    model.__dict__[ALLOWED] = lambda copy: allow_exported_model_train_eval(
+        copy, strict=strict, module_types=module_types)
     return model
 
 
@@ -117,11 +120,33 @@ def _host_program(ep, module_types=()):
     return _core.HostProgram(json_text, "ExportedProgram", list(module_types)), writer.stack_traces
 
 
+def _signature_for(graph, signature):
+    """A copy of `signature` naming the graph's placeholders as the graph does. They are the
+    same names, except after copy.deepcopy of a program, which renames a placeholder called
+    like a builtin ("input" -> "input_1") and not its spec; specs and placeholders go in the
+    same order."""
+    signature = copy.deepcopy(signature)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for spec, node in zip(signature.input_specs, placeholders):
+        if hasattr(spec.arg, "name") and spec.arg.name != node.name:
+            spec.arg.name = node.name
+    return signature
+
+
 def _switch_program(ep, target, strict, module_types):
     if not isinstance(ep, torch.export.ExportedProgram):
         raise TypeError(f"expected a torch.export.ExportedProgram, got {type(ep).__name__}")
     program, stack_traces = _host_program(ep, module_types)
-    if program.mode() in (target, "none"):
+    mode = program.mode()
+    if mode in (target, "none"):
+        if mode == "none":
+            # No site to switch; what the program holds may still make the switch inexact.
+            if strict:
+                findings = program.switch_warnings(target)
+                if findings:
+                    refuse_findings(findings, "program", target)
+            report, _ = program.switch_mode(target)
+            warn_findings(report, "program")
         return ep
     if strict:
         findings = program.switch_warnings(target)
@@ -132,7 +157,7 @@ def _switch_program(ep, target, strict, module_types):
     report, edits = program.switch_mode(target)
     EditReplay(graph, nodes, ep.graph_module, stack_traces).run(edits)
     gm = torch.fx.GraphModule(ep.graph_module, graph)
-    switched = ep._update(gm, copy.deepcopy(ep.graph_signature))
+    switched = ep._update(gm, _signature_for(graph, ep.graph_signature))
     warn_findings(report, "program")
     return switched
 

@@ -70,7 +70,10 @@ class EditReplay:
         first = next(n for n in self.graph.nodes if n.op not in ("placeholder", "get_attr"))
         with self.graph.inserting_before(first):
             node = self.graph.get_attr(target)
-        value = self.root.get_buffer(target)
+        try:
+            value = self.root.get_buffer(target)
+        except AttributeError:
+            value = self.root.get_parameter(target)
         mode = self.fake_mode()
         if mode is not None:
             node.meta["val"] = mode.from_tensor(value, static_shapes=True)
@@ -281,4 +284,15 @@ def copy_graph(graph):
         new_output = copied.output(value, type_expr=getattr(old_output, "type", None))
         new_output.meta = copy.copy(old_output.meta)
         val_map[old_output] = new_output
+    # The copy's namespace renames nodes named like builtins ("input" -> "input_1"), which
+    # torch.export does not; the signature of an ExportedProgram names them as they were.
+    taken = {n.name for n in copied.nodes}
+    for old, new in val_map.items():
+        if isinstance(old, Node) and new.name != old.name and old.name not in taken:
+            taken.discard(new.name)
+            new.name = old.name
+            taken.add(old.name)
+            used = getattr(copied._graph_namespace, "_used_names", None)
+            if isinstance(used, set):
+                used.add(old.name)  # so that no node made later takes the name
     return copied, val_map

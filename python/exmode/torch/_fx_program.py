@@ -230,14 +230,15 @@ class ProgramWriter:
         return '{"nodes": [%s]}' % ", ".join(nodes)
 
     def write(self, graph):
-        """The program JSON of `graph`, and the names of the state written as extra inputs
-        (STATE_PREFIX + state-dict name) that no node reads."""
+        """The program JSON of `graph`, and the state-dict names of the state written as extra
+        inputs (STATE_PREFIX + name) because no node reads it."""
         root = self.root
         params = dict(root.named_parameters(remove_duplicate=False)) if root is not None else {}
         buffers = dict(root.named_buffers(remove_duplicate=False)) if root is not None else {}
         inputs, specs, tensor_values, nodes = [], [], [], []
         read_state = set()
         output_args = []
+        called_modules = set()
         sym_nodes = self.sym_nodes
         graph_nodes = self.graph_nodes
         for n in graph.nodes:
@@ -268,6 +269,12 @@ class ProgramWriter:
             elif op == "output":
                 output_args = list(_leaves(n.args[0]))
             else:
+                if op == "call_module":
+                    if n.target == "_guards_fn":
+                        # torch's unlifting adds this check of the inputs; a saved program
+                        # has no such node, and the passes have nothing to do with it.
+                        continue
+                    called_modules.add(n.target)
                 val = n.meta.get("val")
                 if isinstance(val, torch.SymInt):
                     sym_nodes.add(n)
@@ -278,12 +285,20 @@ class ProgramWriter:
                 nodes.append('{"target": %s, "inputs": [%s], "outputs": [%s], "metadata": %s, '
                              '"name": "%s"}' % (json.dumps(self.node_target(n)), self.inputs(n),
                                                output, _metadata(n, self.stack_traces, self.last_stack), n.name))
-        unread = [b for b in buffers if b not in read_state]
-        for b in unread:
-            name = json.dumps(STATE_PREFIX + b)
-            inputs.append('{"as_tensor": {"name": %s}}' % name)
-            specs.append(_input_spec("buffer", name, b))
-            tensor_values.append('%s: %s' % (name, tensor_meta(buffers[b], self.metas)))
+        # State no node reads, as the archive lists it (every parameter and buffer is a graph
+        # input there), except that of submodules the graph calls (call_module: observers and
+        # fake quantizers), which their call reads.
+        called = tuple(t + "." for t in called_modules)
+        unread = []
+        for kind, state in (("parameter", params), ("buffer", buffers)):
+            for b, value in state.items():
+                if b in read_state or b.startswith(called):
+                    continue
+                unread.append(b)
+                name = json.dumps(STATE_PREFIX + b)
+                inputs.append('{"as_tensor": {"name": %s}}' % name)
+                specs.append(_input_spec(kind, name, b))
+                tensor_values.append('%s: %s' % (name, tensor_meta(value, self.metas)))
         outputs = [self.argument(a) for a in output_args]
         output_specs = [_output_spec(a, (self.output_specs or {}).get(i)) for i, a in enumerate(outputs)]
         return ('{"graph_module": {"graph": {"inputs": [%s], "outputs": [%s], "nodes": [%s], '

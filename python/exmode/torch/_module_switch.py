@@ -80,6 +80,7 @@ class ModuleState:
         cls = type(gm)
         if not isinstance(cls.__dict__.get("_code"), _LazyCode):
             cls._code = _LazyCode()
+            cls.__deepcopy__ = _deepcopy_module
         if "_code" in gm.__dict__:
             gm.__dict__["_exmode_code"] = gm.__dict__.pop("_code")
         self.module_types = list(module_types)
@@ -88,7 +89,7 @@ class ModuleState:
         self.reports = {}  # mode -> the report of the switch that made its graph
         self.pending = False  # the module's graph has no code yet
         self.switches = 0
-        self.modules = None  # set_training's list of submodules
+        self.modules = None  # set_training's (registration count, list of submodules)
         writer = ProgramWriter(gm)
         json_text, _ = writer.write(gm.graph)
         self.stack_traces = writer.stack_traces
@@ -121,8 +122,13 @@ class ModuleState:
 
     def compile(self, gm):
         """Generates the code of the module's graph (once per graph: kept for its mode)."""
+        edited = not self.current(gm)  # nodes added or erased since the switch
         self.pending = False
         GraphModule.recompile(gm)
+        if edited:
+            # The edit is in this mode's graph only: the next switch starts over from it.
+            gm.__dict__.pop(_STATE, None)
+            return
         self.codes[self.mode] = self._code_of(gm)
         self._watch(gm)
 
@@ -146,8 +152,22 @@ class ModuleState:
     def switch(self, gm, target, strict):
         """Moves the module to `target`; returns the report of the switch that made the
         graph of that mode (None when the module already was in it)."""
-        if self.mode == target or self.mode == "none":
+        if self.mode == target:
             return None
+        if self.mode == "none":
+            # No site to switch, but what the module holds may still say the switch is not
+            # exact (a module known to branch on training, state no node reads).
+            report = self.reports.get(target)
+            if report is None:
+                if strict:
+                    findings = self.program.switch_warnings(target)
+                    if findings:
+                        refuse_findings(findings, "module", target)
+                report, _ = self.program.switch_mode(target)
+                self.reports[target] = report
+            elif strict and report["warnings"]:
+                refuse_findings(report["warnings"], "module", target)
+            return report
         if target in self.graphs:
             report = self.reports.get(target)
             if strict and report and report["warnings"]:
@@ -158,6 +178,8 @@ class ModuleState:
             findings = self.program.switch_warnings(target)
             if findings:
                 refuse_findings(findings, "module", target)
+        # The passes first: a program they refuse leaves the module and this state as they were.
+        report, edits = self.program.switch_mode(target)
         graph, nodes = self.graphs[self.mode]
         if self.switches > 0 or self.codes.get(self.mode) is None:
             # Kept for the way back: the edits go to a copy.
@@ -169,14 +191,34 @@ class ModuleState:
             del self.graphs[self.mode]
             del self.codes[self.mode]
             nodes = dict(nodes)
-        report, edits = self.program.switch_mode(target)
-        EditReplay(graph, nodes, gm, self.stack_traces).run(edits)
+        try:
+            EditReplay(graph, nodes, gm, self.stack_traces).run(edits)
+        except BaseException:
+            # Half replayed: the core's program and the graph no longer agree. Nothing of
+            # this state is kept; the next switch starts over from the module as it is.
+            gm.__dict__.pop(_STATE, None)
+            raise
         self.graphs[target] = (graph, nodes)
         self.codes.pop(target, None)
         self.reports[target] = report
         self.switches += 1
         self._install(gm, target)
         return report
+
+
+def _deepcopy_module(self, memo):
+    # GraphModule.__deepcopy__ copies the graph in its current mode but not the instance's
+    # train/eval methods, and leaves `training` True: the copy gets both as the module has.
+    copied = GraphModule.__deepcopy__(self, memo)
+    allowed = self.__dict__.get(ALLOWED)
+    if allowed is not None:
+        allowed(copied)
+    set_training(copied, self.training)
+    return copied
+
+
+# The function allow_exported_model_train_eval left on a module, to do the same to a copy.
+ALLOWED = "_exmode_allowed"
 
 
 def module_state(gm, module_types=(), fresh=False):
@@ -193,17 +235,35 @@ def module_state(gm, module_types=(), fresh=False):
     return state
 
 
+# How many submodules have been registered anywhere since exmode started counting: the list
+# of a module's submodules that set_training keeps is current while this has not moved.
+_registrations = [0]
+_registration_hook = []
+
+
+def _watch_registrations():
+    if not _registration_hook:
+        def counted(module, name, submodule):
+            _registrations[0] += 1
+
+        _registration_hook.append(
+            torch.nn.modules.module.register_module_module_registration_hook(counted))
+
+
 def set_training(gm, training):
     """Sets `training` on the module and its submodules, as nn.Module.train does: directly
     where a module's train() is nn.Module's (a large model has hundreds of submodules, and
     this runs on every toggle), through its train() where the module has its own."""
     state = gm.__dict__.get(_STATE)
-    modules = state.modules if state is not None else None
+    modules = None
+    if state is not None and state.modules is not None and state.modules[0] == _registrations[0]:
+        modules = state.modules[1]
     if modules is None:
+        _watch_registrations()
         modules = [(m, type(m).train is torch.nn.Module.train and "train" not in m.__dict__)
                    for m in gm.modules() if m is not gm]
         if state is not None:
-            state.modules = modules
+            state.modules = (_registrations[0], modules)
     gm.__dict__["training"] = training
     for m, plain in modules:
         if plain:
