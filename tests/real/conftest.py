@@ -6,11 +6,14 @@ torch 2.14, torchvision, timm, transformers), never under the main suite's pytho
 oracle is eager PyTorch and the program torch.export wrote; nothing trusts exmode's output.
 """
 
+import atexit
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,6 +55,77 @@ if not _MISSING and torch.__version__.split("+")[0] != _pinned("torch"):
     _MISSING = f"torch {torch.__version__} is not the tier's torch=={_pinned('torch')}"
 
 collect_ignore_glob = ["*.py"] if _MISSING else []
+
+
+# ---------------------------------------------------------------- the exmode package
+# test_real_fx.py imports exmode.torch. The package is built for the system python3 (CPython
+# 3.11, as the venv; its C++ core does not link torch), so the venv can import it when the
+# package directory alone is on sys.path: a temporary directory holding a symlink `exmode`
+# to it goes first on sys.path. Not the site-packages it is in, whose torch 2.13 would shadow
+# the venv's 2.14. EXMODE_PACKAGE names the package directory (scripts/test-real.sh sets it);
+# unset, the system python3 is asked where its exmode is.
+_EXMODE_PACKAGE_QUERY = "import exmode, os; print(os.path.dirname(exmode.__file__))"
+
+
+def _system_exmode_package():
+    """(the exmode package directory of the system python3, None) or (None, why not)."""
+    # The venv's own bin may be on PATH (an activated venv): its python3 has no exmode.
+    venv_bin = os.path.realpath(os.path.dirname(sys.executable))
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and os.path.realpath(p) != venv_bin]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    env["PATH"] = os.pathsep.join(path)
+    python3 = shutil.which("python3", path=env["PATH"])
+    if python3 is None:
+        return None, "no python3 on PATH outside the venv"
+    try:
+        proc = subprocess.run([python3, "-c", _EXMODE_PACKAGE_QUERY], capture_output=True, text=True,
+                              timeout=60, env=env)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"{python3}: {e}"
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return None, f"{python3} cannot import exmode: {lines[-1] if lines else f'exit {proc.returncode}'}"
+    return proc.stdout.strip(), None
+
+
+def _put_exmode_on_path():
+    """(the package directory put on sys.path or None, where it came from, why not or None)."""
+    package = os.environ.get("EXMODE_PACKAGE")
+    origin = "EXMODE_PACKAGE"
+    if not package:
+        package, why = _system_exmode_package()
+        origin = "the system python3"
+        if package is None:
+            return None, origin, why
+    if not (Path(package) / "__init__.py").is_file():
+        return None, origin, f"{package} is not a package directory (no __init__.py)"
+    folder = tempfile.mkdtemp(prefix="exmode-real-package-")
+    os.symlink(os.path.abspath(package), os.path.join(folder, "exmode"))
+    atexit.register(shutil.rmtree, folder, True)
+    sys.path.insert(0, folder)
+    return package, origin, None
+
+
+EXMODE_PACKAGE, EXMODE_PACKAGE_ORIGIN, EXMODE_PACKAGE_PROBLEM = (
+    _put_exmode_on_path() if not _MISSING and "exmode" not in sys.modules else (None, None, None))
+
+
+def import_exmode_torch():
+    """exmode and exmode.torch, imported from the package put on sys.path above; fails the
+    calling test (not skips: this tier is where exmode.torch meets real models) if they do
+    not import."""
+    if EXMODE_PACKAGE_PROBLEM:
+        pytest.fail(f"no exmode package for the venv (from {EXMODE_PACKAGE_ORIGIN}): {EXMODE_PACKAGE_PROBLEM}; "
+                    "set EXMODE_PACKAGE to the package directory", pytrace=False)
+    try:
+        import exmode
+        import exmode.torch
+    except ImportError as e:
+        pytest.fail(f"cannot import exmode.torch from {EXMODE_PACKAGE} (from {EXMODE_PACKAGE_ORIGIN}): {e}; "
+                    "an exmode installed before exmode.torch existed? Set EXMODE_PACKAGE to the package "
+                    "directory of this checkout's build", pytrace=False)
+    return exmode, exmode.torch
+
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("train", "eval")
