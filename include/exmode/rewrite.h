@@ -45,7 +45,8 @@ class Listener {
   virtual void inputRemoved(const Node& node, std::string_view input) = 0;
   // Metadata field `key` of `node` was set or removed.
   virtual void metadataSet(const Node& node, std::string_view key) = 0;
-  // One use of `from` by `user` (null: a graph output) now reads `to`.
+  // Every use of `from` by `user` (null: a graph output) now reads `to` (replaceUses; a
+  // single use that replaceUse moves is told as inputSet of the input holding it).
   virtual void useReplaced(const Node* user, const Value& from, const Value& to) = 0;
   // `node` is about to leave the graph (it has no users left).
   virtual void nodeErased(const Node& node) = 0;

@@ -188,14 +188,14 @@ void Rewriter::replaceUse(Node& user, std::size_t input, std::size_t ref, Value&
   NamedArgument& in = user.inputs_[input];
   Ref& target = in.arg.payload.refs[ref];
   if (target.value == &to) return;
-  const Value& from_value = *target.value;
   dropUse(*target.value, user);
   target.value = &to;
   addUse(to, user);
   user.source_ = {};
   in.source = {};
   in.arg.source = {};
-  if (listener_ != nullptr) listener_->useReplaced(&user, from_value, to);
+  // The whole input, not "from -> to": the user may read `from` elsewhere, unchanged.
+  if (listener_ != nullptr) listener_->inputSet(user, in.name);
 }
 
 void Rewriter::moveTensorValues(std::span<Value* const> values, const Value* after) {

@@ -47,7 +47,7 @@ __all__ = [
 def _switch_module(model, target, strict, module_types):
     # The call that changes nothing, first and cheap: a training loop makes it every step.
     state = model.__dict__.get("_exmode_state")
-    if (state is not None and state.mode == target
+    if (state is not None and state.mode == target and not module_types
             and model.__dict__.get("training") is (target == "train") and state.current(model)):
         return model
     state = module_state(model, module_types)
@@ -117,7 +117,7 @@ def _program_writer(ep):
 def _host_program(ep, module_types=()):
     writer = _program_writer(ep)
     json_text, _ = writer.write(ep.graph)
-    return _core.HostProgram(json_text, "ExportedProgram", list(module_types)), writer.stack_traces
+    return _core.HostProgram(json_text, "ExportedProgram", list(module_types)), writer
 
 
 def _signature_for(graph, signature):
@@ -136,7 +136,7 @@ def _signature_for(graph, signature):
 def _switch_program(ep, target, strict, module_types):
     if not isinstance(ep, torch.export.ExportedProgram):
         raise TypeError(f"expected a torch.export.ExportedProgram, got {type(ep).__name__}")
-    program, stack_traces = _host_program(ep, module_types)
+    program, writer = _host_program(ep, module_types)
     mode = program.mode()
     if mode in (target, "none"):
         if mode == "none":
@@ -155,7 +155,7 @@ def _switch_program(ep, target, strict, module_types):
     graph, copies = copy_graph(ep.graph)
     nodes = {n.name: copies[n] for n in ep.graph.nodes}
     report, edits = program.switch_mode(target)
-    EditReplay(graph, nodes, ep.graph_module, stack_traces).run(edits)
+    EditReplay(graph, nodes, ep.graph_module, writer.stack_traces, writer.stacks).run(edits)
     gm = torch.fx.GraphModule(ep.graph_module, graph)
     switched = ep._update(gm, _signature_for(graph, ep.graph_signature))
     warn_findings(report, "program")

@@ -46,11 +46,12 @@ class EditReplay:
     """Replays one switch's edits on `graph`; `nodes` maps program value names to FX nodes
     (kept current: inserted nodes are added, erased ones removed)."""
 
-    def __init__(self, graph, nodes, root, stack_traces):
+    def __init__(self, graph, nodes, root, stack_traces, stacks=None):
         self.graph = graph
         self.nodes = nodes
         self.root = root
         self.stack_traces = stack_traces  # the texts of the writer's stack-trace tokens
+        self.stacks = stacks or {}  # nn_module_stack texts the writer wrote -> their dicts
         self.touched = {}  # nodes whose arguments changed -> None (ordered set)
         self._fake_mode = None
 
@@ -147,6 +148,8 @@ class EditReplay:
             node.meta[key] = self.metadata_value(key, value)
 
     def metadata_value(self, key, text):
+        if key == "nn_module_stack" and text in self.stacks:
+            return dict(self.stacks[text])
         if STACK_TRACE_PREFIX in text:
             traces = self.stack_traces
             if key == "stack_trace" and text.startswith(STACK_TRACE_PREFIX):
@@ -214,8 +217,9 @@ def _metadata_value(key, text):
     if key == "nn_module_stack":
         stack = {}
         for entry in text.split(";"):
-            k, path, typ = entry.split(",", 2)
-            stack[k] = (path, typ)
+            parts = entry.split(",", 2)
+            if len(parts) == 3:  # a module name with ',' or ';' does not parse: left out
+                stack[parts[0]] = (parts[1], parts[2])
         return stack
     if key == "torch_fn":
         return tuple(text.split(";", 1))

@@ -95,7 +95,7 @@ def _stack_type(t):
 STACK_TRACE_PREFIX = "exmode:stack_trace:"
 
 
-def _metadata(node, stack_traces, last):
+def _metadata(node, stack_traces, last, stacks):
     # `last`: [the previous node's nn_module_stack, its text]; neighbours usually share it.
     meta = node.meta
     fields = []
@@ -106,13 +106,14 @@ def _metadata(node, stack_traces, last):
     stack = meta.get("nn_module_stack")
     if stack:
         if stack is not last[0] and stack != last[0]:
-            last[1] = '"nn_module_stack": ' + quoted(
-                ";".join(f"{k},{v[0]},{_stack_type(v[1])}" for k, v in stack.items()))
+            text = ";".join(f"{k},{v[0]},{_stack_type(v[1])}" for k, v in stack.items())
+            stacks[text] = stack  # the replay gives an inserted node the dict, not a parse
+            last[1] = '"nn_module_stack": ' + quoted(text)
         last[0] = stack
         fields.append(last[1])
     custom = meta.get("custom")
     if custom:
-        fields.append('"custom": ' + json.dumps(json.dumps(custom)))
+        fields.append('"custom": ' + json.dumps(json.dumps(custom, default=repr)))
     return "{" + ", ".join(fields) + "}"
 
 
@@ -130,6 +131,7 @@ class ProgramWriter:
         self.metas = {}  # tensor_meta's cache
         self.schemas = {}  # target -> (its arguments' names, the keyword-only ones)
         self.last_stack = [None, ""]
+        self.stacks = {}  # nn_module_stack text written -> the dict it was written from
 
     def argument(self, a):
         if isinstance(a, Node):
@@ -145,7 +147,9 @@ class ProgramWriter:
         if isinstance(a, bool):
             return '{"as_bool": %s}' % ("true" if a else "false")
         if isinstance(a, int):
-            return '{"as_int": %d}' % a
+            if -(1 << 63) <= a < (1 << 63):
+                return '{"as_int": %d}' % a
+            return '{"as_string": "%d"}' % a  # no pass reads it; JSON readers stop at int64
         if isinstance(a, float):
             return '{"as_float": %s}' % _float(a)
         if isinstance(a, str):
@@ -275,6 +279,19 @@ class ProgramWriter:
                         # has no such node, and the passes have nothing to do with it.
                         continue
                     called_modules.add(n.target)
+                    sub = getattr_path(root, n.target)
+                    if isinstance(sub, GraphModule):
+                        # A graph called as a submodule (split_module): written as a nested
+                        # graph, so that the passes refuse the mode-sensitive ops in it as
+                        # they refuse those of torch.cond branches.
+                        graph_nodes[n] = sub
+                        nodes.append('{"target": %s, "inputs": [{"name": "graph", "arg": %s}], '
+                                     '"outputs": [{"as_tensor": {"name": "%s"}}], "metadata": {}, '
+                                     '"name": "%s"}' % (json.dumps(self.node_target(n)),
+                                                        self.argument(n), n.name, n.name))
+                        del graph_nodes[n]
+                        tensor_values.append('"%s": %s' % (n.name, _DUMMY_META))
+                        continue
                 val = n.meta.get("val")
                 if isinstance(val, torch.SymInt):
                     sym_nodes.add(n)
@@ -284,7 +301,7 @@ class ProgramWriter:
                     tensor_values.append('"%s": %s' % (n.name, tensor_meta(val, self.metas)))
                 nodes.append('{"target": %s, "inputs": [%s], "outputs": [%s], "metadata": %s, '
                              '"name": "%s"}' % (json.dumps(self.node_target(n)), self.inputs(n),
-                                               output, _metadata(n, self.stack_traces, self.last_stack), n.name))
+                                               output, _metadata(n, self.stack_traces, self.last_stack, self.stacks), n.name))
         # State no node reads, as the archive lists it (every parameter and buffer is a graph
         # input there), except that of submodules the graph calls (call_module: observers and
         # fake quantizers), which their call reads.

@@ -65,9 +65,25 @@ class _LazyCode:
         obj.__dict__["_exmode_code"] = value
 
 
-def _lazy_forward(self, *args, **kwargs):
-    self.__dict__[_STATE].compile(self)
-    return self.forward(*args, **kwargs)
+class _LazyForward:
+    """The `forward` of a module whose graph is newer than its code: looking it up (a call,
+    torch.compile, inspect.signature) generates the code first and gives the real forward,
+    so nothing ever traces or caches a stand-in."""
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        state = obj.__dict__.get(_STATE)
+        if state is not None and state.pending:
+            state.compile(obj)
+        forward = type(obj).__dict__.get("forward")
+        if forward is self:  # no state to compile with any more: FX's own recompile
+            GraphModule.recompile(obj)
+            forward = type(obj).__dict__["forward"]
+        return forward.__get__(obj, cls)
+
+
+_LAZY_FORWARD = _LazyForward()
 
 
 _CODE_ATTRS = ("_exmode_code", "_lineno_map", "_prologue_start", "_in_spec", "_out_spec")
@@ -93,6 +109,7 @@ class ModuleState:
         writer = ProgramWriter(gm)
         json_text, _ = writer.write(gm.graph)
         self.stack_traces = writer.stack_traces
+        self.stacks = writer.stacks
         self.program = _core.HostProgram(json_text, "GraphModule", self.module_types)
         self.mode = self.program.mode()
         self.graphs[self.mode] = (gm.graph, {n.name: n for n in gm.graph.nodes})
@@ -139,7 +156,7 @@ class ModuleState:
         cls = type(gm)
         code = self.codes.get(mode)
         if code is None:
-            cls.forward = _lazy_forward
+            cls.forward = _LAZY_FORWARD
             self.pending = True
         else:
             forward, attrs = code
@@ -192,7 +209,7 @@ class ModuleState:
             del self.codes[self.mode]
             nodes = dict(nodes)
         try:
-            EditReplay(graph, nodes, gm, self.stack_traces).run(edits)
+            EditReplay(graph, nodes, gm, self.stack_traces, self.stacks).run(edits)
         except BaseException:
             # Half replayed: the core's program and the graph no longer agree. Nothing of
             # this state is kept; the next switch starts over from the module as it is.
@@ -227,7 +244,8 @@ def module_state(gm, module_types=(), fresh=False):
         raise TypeError(f"expected a torch.fx.GraphModule (from ExportedProgram.module()), "
                         f"got {type(gm).__name__}")
     state = gm.__dict__.get(_STATE)
-    if fresh or state is None or not state.current(gm):
+    other_rules = state is not None and module_types and list(module_types) != state.module_types
+    if fresh or state is None or other_rules or not state.current(gm):
         if state is not None and state.pending:
             state.compile(gm)  # the module's graph as it is now, with its code
         state = ModuleState(gm, module_types)
