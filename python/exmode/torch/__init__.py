@@ -28,7 +28,7 @@ from ._module_switch import (
     ALLOWED,
     ExmodeWarning,
     module_state,
-    refuse_findings,
+    refuse_if_inexact,
     set_training,
     warn_findings,
 )
@@ -116,7 +116,7 @@ def _program_writer(ep):
 
 def _host_program(ep, module_types=()):
     writer = _program_writer(ep)
-    json_text, _ = writer.write(ep.graph)
+    json_text = writer.write(ep.graph)
     return _core.HostProgram(json_text, "ExportedProgram", list(module_types)), writer
 
 
@@ -142,16 +142,12 @@ def _switch_program(ep, target, strict, module_types):
         if mode == "none":
             # No site to switch; what the program holds may still make the switch inexact.
             if strict:
-                findings = program.switch_warnings(target)
-                if findings:
-                    refuse_findings(findings, "program", target)
+                refuse_if_inexact(program, target, "program")
             report, _ = program.switch_mode(target)
             warn_findings(report, "program")
         return ep
     if strict:
-        findings = program.switch_warnings(target)
-        if findings:
-            refuse_findings(findings, "program", target)
+        refuse_if_inexact(program, target, "program")
     graph, copies = copy_graph(ep.graph)
     nodes = {n.name: copies[n] for n in ep.graph.nodes}
     report, edits = program.switch_mode(target)
@@ -182,5 +178,5 @@ def inspect(model, *, module_types=()):
         raise TypeError(f"expected an ExportedProgram or a torch.fx.GraphModule, got {type(model).__name__}")
     # The graph as it is now: the program a module's state keeps may be in the other mode
     # (a switch to a mode seen before swaps graphs without running the passes).
-    json_text, _ = ProgramWriter(model).write(model.graph)
+    json_text = ProgramWriter(model).write(model.graph)
     return _core.HostProgram(json_text, "GraphModule", list(module_types)).inspect()

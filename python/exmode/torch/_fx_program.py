@@ -137,8 +137,7 @@ class ProgramWriter:
         if isinstance(a, Node):
             sub = self.graph_nodes.get(a)
             if sub is not None:
-                return '{"as_graph": {"name": %s, "graph": %s}}' % (json.dumps(a.target),
-                                                                   self.nested_graph(sub.graph))
+                return self.graph_argument(a.target, sub)
             if a in self.sym_nodes:
                 return '{"as_sym_int": {"as_name": "%s"}}' % a.name
             return '{"as_tensor": {"name": "%s"}}' % a.name
@@ -166,6 +165,10 @@ class ProgramWriter:
         if isinstance(a, (list, tuple)):
             return self.list_argument(a)
         return '{"as_string": %s}' % json.dumps(repr(a))
+
+    def graph_argument(self, name, sub):
+        return '{"as_graph": {"name": %s, "graph": %s}}' % (json.dumps(name),
+                                                           self.nested_graph(sub.graph))
 
     def list_argument(self, items):
         if not items:
@@ -234,8 +237,7 @@ class ProgramWriter:
         return '{"nodes": [%s]}' % ", ".join(nodes)
 
     def write(self, graph):
-        """The program JSON of `graph`, and the state-dict names of the state written as extra
-        inputs (STATE_PREFIX + name) because no node reads it."""
+        """The program JSON of `graph`."""
         root = self.root
         params = dict(root.named_parameters(remove_duplicate=False)) if root is not None else {}
         buffers = dict(root.named_buffers(remove_duplicate=False)) if root is not None else {}
@@ -284,12 +286,11 @@ class ProgramWriter:
                         # A graph called as a submodule (split_module): written as a nested
                         # graph, so that the passes refuse the mode-sensitive ops in it as
                         # they refuse those of torch.cond branches.
-                        graph_nodes[n] = sub
                         nodes.append('{"target": %s, "inputs": [{"name": "graph", "arg": %s}], '
                                      '"outputs": [{"as_tensor": {"name": "%s"}}], "metadata": {}, '
                                      '"name": "%s"}' % (json.dumps(self.node_target(n)),
-                                                        self.argument(n), n.name, n.name))
-                        del graph_nodes[n]
+                                                        self.graph_argument(n.target, sub),
+                                                        n.name, n.name))
                         tensor_values.append('"%s": %s' % (n.name, _DUMMY_META))
                         continue
                 val = n.meta.get("val")
@@ -306,12 +307,10 @@ class ProgramWriter:
         # input there), except that of submodules the graph calls (call_module: observers and
         # fake quantizers), which their call reads.
         called = tuple(t + "." for t in called_modules)
-        unread = []
         for kind, state in (("parameter", params), ("buffer", buffers)):
             for b, value in state.items():
                 if b in read_state or b.startswith(called):
                     continue
-                unread.append(b)
                 name = json.dumps(STATE_PREFIX + b)
                 inputs.append('{"as_tensor": {"name": %s}}' % name)
                 specs.append(_input_spec(kind, name, b))
@@ -328,7 +327,7 @@ class ProgramWriter:
                 '"torch_version": "%s"}' % (
                     ", ".join(inputs), ", ".join(outputs), ", ".join(nodes),
                     ", ".join(tensor_values), ", ".join(specs), ", ".join(output_specs),
-                    torch.__version__)), unread
+                    torch.__version__))
 
 
 def _input_spec(kind, name, state):

@@ -40,6 +40,14 @@ def warn_findings(report, where):
         warnings.warn(f"{where}{node}{module}: {w['reason']}", ExmodeWarning, stacklevel=4)
 
 
+def refuse_if_inexact(program, target, where):
+    """strict=True: raises before anything changes when switching `program` (a HostProgram)
+    to `target` would warn."""
+    findings = program.switch_warnings(target)
+    if findings:
+        refuse_findings(findings, where, target)
+
+
 def refuse_findings(findings, where, target):
     lines = "; ".join(
         f"node '{w['node']}': {w['reason']}" if w["node"] else w["reason"] for w in findings)
@@ -49,6 +57,13 @@ def refuse_findings(findings, where, target):
     raise error
 
 
+def _generate_pending(obj):
+    """Generates the module's code if its graph is newer than its code."""
+    state = obj.__dict__.get(_STATE)
+    if state is not None and state.pending:
+        state.compile(obj)
+
+
 class _LazyCode:
     """GraphModule._code of a module whose graph is newer than its code: reading it (as
     `code`, `print_readable` and `str` do) generates the code first."""
@@ -56,9 +71,7 @@ class _LazyCode:
     def __get__(self, obj, cls=None):
         if obj is None:
             return self
-        state = obj.__dict__.get(_STATE)
-        if state is not None and state.pending:
-            state.compile(obj)
+        _generate_pending(obj)
         return obj.__dict__["_exmode_code"]
 
     def __set__(self, obj, value):
@@ -73,9 +86,7 @@ class _LazyForward:
     def __get__(self, obj, cls=None):
         if obj is None:
             return self
-        state = obj.__dict__.get(_STATE)
-        if state is not None and state.pending:
-            state.compile(obj)
+        _generate_pending(obj)
         forward = type(obj).__dict__.get("forward")
         if forward is self:  # no state to compile with any more: FX's own recompile
             GraphModule.recompile(obj)
@@ -107,7 +118,7 @@ class ModuleState:
         self.switches = 0
         self.modules = None  # set_training's (registration count, list of submodules)
         writer = ProgramWriter(gm)
-        json_text, _ = writer.write(gm.graph)
+        json_text = writer.write(gm.graph)
         self.stack_traces = writer.stack_traces
         self.stacks = writer.stacks
         self.program = _core.HostProgram(json_text, "GraphModule", self.module_types)
@@ -177,9 +188,7 @@ class ModuleState:
             report = self.reports.get(target)
             if report is None:
                 if strict:
-                    findings = self.program.switch_warnings(target)
-                    if findings:
-                        refuse_findings(findings, "module", target)
+                    refuse_if_inexact(self.program, target, "module")
                 report, _ = self.program.switch_mode(target)
                 self.reports[target] = report
             elif strict and report["warnings"]:
@@ -192,9 +201,7 @@ class ModuleState:
             self._install(gm, target)
             return report
         if strict:
-            findings = self.program.switch_warnings(target)
-            if findings:
-                refuse_findings(findings, "module", target)
+            refuse_if_inexact(self.program, target, "module")
         # The passes first: a program they refuse leaves the module and this state as they were.
         report, edits = self.program.switch_mode(target)
         graph, nodes = self.graphs[self.mode]
