@@ -349,6 +349,13 @@ class Program {
   const std::string& sourceName() const { return source_name_; }
   // Module paths (fqn) of the module call graph, in order.
   const std::vector<std::string_view>& moduleCallGraphFqns() const { return module_fqns_; }
+  // The JSON text of a top-level member ("verifiers", "torch_version"), empty when absent.
+  RawJson topMember(std::string_view key) const {
+    for (const auto& [k, v] : top_members_) {
+      if (k == key) return v;
+    }
+    return {};
+  }
 
   // Checks the graph invariants; throws Error(kBadProgram) naming the first violation.
   void verify() const;

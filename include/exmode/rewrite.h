@@ -54,6 +54,10 @@ class Listener {
   virtual void nodeInserted(const Node& node, const Node& before) = 0;
   // The graph's outputs or output specs changed (a buffer mutation added or removed).
   virtual void outputsChanged() = 0;
+  // `node`'s target was changed (its inputs and outputs are told of separately).
+  virtual void targetSet(const Node& node) = 0;
+  // Outputs were appended to `node` or removed from its end (node.outputs() is the new list).
+  virtual void nodeOutputsSet(const Node& node) = 0;
 };
 
 class Rewriter {
@@ -99,11 +103,22 @@ class Rewriter {
   void moveTensorValues(std::span<Value* const> values, const Value* after);
   // Removes a node whose outputs have no users. Invalidates references to the node.
   void eraseNode(Node& node);
+  // Gives `node` another op (the functional IR's forms of one op differ in target and in
+  // their outputs, not in what reads them). `target` must live as long as the program.
+  void setTarget(Node& node, std::string_view target);
+  // Appends a single-tensor output named `name` (fresh; it must live as long as the
+  // program) with tensor metadata `meta` to a node, and returns its value.
+  Value& appendOutput(Node& node, std::string_view name, RawJson meta);
+  // Removes the outputs of `node` from index `first` on; none may be used.
+  void truncateOutputs(Node& node, std::size_t first);
+  // Replaces a value's tensor metadata (raw TensorMeta that lives as long as the program).
+  void setTensorMeta(Value& value, RawJson meta);
   // Inserts a node before `before` and returns it. Output names must be fresh.
   Node& insertBefore(Node& before, NewNode&& spec);
 
   // Signature changes go with the graph outputs they describe.
-  // Appends a `buffer_mutation` output (placed before the user outputs, as torch orders them).
+  // Adds a `buffer_mutation` output where torch puts it: before the user outputs, and among
+  // the other mutations in the order of the mutated inputs' specs.
   void addBufferMutation(Value& value, std::string_view buffer_name);
   // Removes graph output `index` together with its output spec.
   void removeOutput(std::size_t index);

@@ -76,6 +76,11 @@ class EditRecorder final : public rewrite::Listener {
                                  text(node.target()), inputs, outputs, metadata));
   }
   void outputsChanged() override { edits_.append(nb::make_tuple("outputs")); }
+  // Functional-IR rewrites (batch norm's and dropout's forms) change ops and their outputs,
+  // which the FX replay does not do: HostProgram refuses the switch before any is replayed.
+  void targetSet(const Node& /*node*/) override { functional_ = true; }
+  void nodeOutputsSet(const Node& /*node*/) override { functional_ = true; }
+  bool changedForms() const { return functional_; }
 
  private:
   // An argument as the host reads it: its union tag and its payload's JSON text, value
@@ -86,6 +91,7 @@ class EditRecorder final : public rewrite::Listener {
     return {text(arg.kind), nb::str(payload.data(), payload.size())};
   }
   nb::list& edits_;
+  bool functional_ = false;
 };
 
 class HostProgram {
@@ -95,6 +101,7 @@ class HostProgram {
       : name_(name), rules_(std::make_unique<ModuleTypeRules>(ModuleTypeRules::builtIn())) {
     for (const std::string& file : module_types) rules_->addFile(file);
     program_ = Program::parse(json, name);
+    json_ = json;
   }
 
   std::string mode() const {
@@ -109,6 +116,17 @@ class HostProgram {
     EditRecorder recorder(edits);
     const SwitchReport report =
         exmode::switchMode(*program_, target, name_, &cache_, rules_.get(), &recorder);
+    if (recorder.changedForms()) {
+      // The host's graph is untouched: this program goes back to what the host wrote.
+      program_ = Program::parse(json_, name_);
+      cache_ = SwitchCache{};
+      throw Error(ErrorKind::kUnsupported,
+                  "program '" + name_ +
+                      "' is in the functional IR of run_decompositions(); switching it changes "
+                      "ops and graph outputs, which exmode does not replay on FX graphs yet: save "
+                      "the ExportedProgram and switch the archive (exmode.open(path).eval() or "
+                      "the exmode command)");
+    }
     return nb::make_tuple(reportDict(reportRow(report)), edits);
   }
 
@@ -128,6 +146,7 @@ class HostProgram {
 
  private:
   std::string name_;
+  std::string json_;  // what the host wrote, to start over from after a refused switch
   std::unique_ptr<ModuleTypeRules> rules_;  // the switch cache keeps a pointer to it
   std::unique_ptr<Program> program_;
   SwitchCache cache_;

@@ -24,6 +24,7 @@
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
 #include "passes/change.h"
+#include "passes/norm_counter.h"
 #include "program/json_text.h"
 
 namespace exmode::passes {
@@ -31,10 +32,6 @@ namespace exmode::passes {
 namespace {
 
 using namespace rewrite;
-
-constexpr std::string_view kRunningMean = "running_mean";
-constexpr std::string_view kCounter = "num_batches_tracked";
-constexpr std::string_view kDotCounter = ".num_batches_tracked";
 
 const Pattern& batchNormPattern() {
   static const Pattern pattern =
@@ -52,76 +49,6 @@ const Pattern& incrementPattern() {
 bool isTracked(const Match& site) {
   const Argument* running_mean = site.tryArg("running_mean");
   return running_mean != nullptr && running_mean->tensor() != nullptr;
-}
-
-// The counters a site's increment may be on, most likely first: the buffer of the module
-// that ran the site (nn_module_stack), then the one beside running_mean's buffer. They
-// differ when modules share buffers: torch reads shared running statistics through one
-// placeholder while each module counts on its own, and reads a module registered under
-// two names through the placeholders of the name it was called by last.
-absl::InlinedVector<Value*, 2> counterCandidates(const Graph& graph, const Node& site,
-                                                 const Value& running_mean) {
-  absl::InlinedVector<Value*, 2> candidates;
-  auto add = [&](Value* counter) {
-    if (counter != nullptr &&
-        std::find(candidates.begin(), candidates.end(), counter) == candidates.end()) {
-      candidates.push_back(counter);
-    }
-  };
-  thread_local std::string unescaped_module;
-  std::string_view module = site.modulePathView();
-  if (module.data() == nullptr) {
-    unescaped_module = site.modulePath();
-    module = unescaped_module;
-  }
-  // "<m>." of running_mean's buffer "<m>.running_mean".
-  const SignatureSpec* spec = graph.inputSpecOf(&running_mean);
-  const bool beside =
-      spec != nullptr && spec->kind == "buffer" && spec->target.ends_with(kRunningMean);
-  const std::string_view prefix =
-      beside ? spec->target.substr(0, spec->target.size() - kRunningMean.size()) : "";
-  // Usually both are the module's own counter, listed right after its running statistics.
-  const bool own = beside && !module.empty() && prefix.size() == module.size() + 1 &&
-                   prefix.starts_with(module) && prefix.back() == '.';
-  if (!module.empty()) add(graph.bufferInput(module, kDotCounter, own ? spec : nullptr));
-  if (beside && !own) add(graph.bufferInput(prefix, kCounter, spec));
-  return candidates;
-}
-
-// The increment that reads `value`, if any.
-Node* incrementReading(const Value& value) {
-  for (Node* user : value.users()) {
-    auto m = matchNode(*user, incrementPattern());
-    // An increment aliases the counter through its single tensor output.
-    if (m && m->arg("self").tensor() == &value && user->output() != nullptr) return user;
-  }
-  return nullptr;
-}
-
-// The counter's latest value before `node`: follows the chain of increments.
-Value* counterValueBefore(Value& counter, const Node& node) {
-  Value* current = &counter;
-  while (Node* next = incrementReading(*current)) {
-    if (next->order() >= node.order()) break;
-    current = next->output();
-  }
-  return current;
-}
-
-// The increments belonging to `site`, in chain order: those on the counter's chain before
-// the site and after `previous_site` (the module's previous site). torch writes exactly one;
-// a malformed program may have more, and going to eval erases them all (torch's eval
-// export has none), so that switching back and forth settles after one round trip.
-using Increments = absl::InlinedVector<Node*, 1>;
-Increments incrementsOf(Value& counter, const Node& site, const Node* previous_site) {
-  Increments found;
-  Value* current = &counter;
-  while (Node* next = incrementReading(*current)) {
-    if (next->order() >= site.order()) break;
-    if (previous_site == nullptr || next->order() > previous_site->order()) found.push_back(next);
-    current = next->output();
-  }
-  return found;
 }
 
 // The candidate names of Graph::freshName("add_"), in the order it tries them: "add_" is
@@ -164,19 +91,6 @@ RawJson incrementName(Rewriter& rewriter, RawJson last, std::size_t& taken_below
   if (name.empty()) name = rewriter.freshName(kIncrementBase);
   taken_below = candidateIndex(name).value_or(0) + 1;
   return name;
-}
-
-// Metadata for an inserted increment: the site's module stack and stack trace, as the
-// site's own JSON text (a view: nothing is copied).
-absl::InlinedVector<std::pair<std::string_view, RawJson>, 2> incrementMetadata(const Node& site) {
-  absl::InlinedVector<std::pair<std::string_view, RawJson>, 2> fields;
-  for (std::string_view key :
-       {std::string_view("stack_trace"), std::string_view("nn_module_stack")}) {
-    const RawJson value = site.metadataFieldJson(key);
-    if (value.size() < 2 || value.front() != '"' || value == "\"\"") continue;
-    fields.emplace_back(key, value);
-  }
-  return fields;
 }
 
 class BatchNormPass final : public ModePass {
@@ -222,7 +136,7 @@ class BatchNormPass final : public ModePass {
       for (Value* candidate : known.counters) {
         const Node*& previous = previous_site[candidate->index()];
         if (increments.empty()) {
-          increments = incrementsOf(*candidate, node, previous);
+          increments = incrementsOf(*candidate, node, previous, incrementPattern());
           if (!increments.empty()) counter = candidate;
         }
         previous = &node;
@@ -261,7 +175,7 @@ class BatchNormPass final : public ModePass {
  private:
   static void insertIncrement(Rewriter& rewriter, Site& at, Node& site, Value& counter,
                               std::size_t& names_taken_below) {
-    Value& latest = *counterValueBefore(counter, site);
+    Value& latest = *counterValueBefore(counter, site, incrementPattern());
     Site::Increment& known = at.increment;
     known.name = incrementName(rewriter, known.name, names_taken_below);
     if (!known.metadata_known) {

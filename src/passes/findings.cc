@@ -473,7 +473,15 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
               "readers may get the dropped-out tensor"));
         }
       }
-    } else if (family == "batch_norm") {
+    } else if (family == "dropout_functional") {
+      if (site.state == Site::State::kFixed) {
+        out.push_back(nodeFinding(
+            node, Finding::Kind::kUnrecorded, Finding::When::kToTrain,
+            "this clone is what run_decompositions() made of a dropout (its from_node names "
+            "aten.dropout) in eval mode or with p 0.0; the decomposition keeps no p, so the "
+            "train-mode dropout is unknown and the switch leaves the clone"));
+      }
+    } else if (family == "batch_norm" || family == "batch_norm_functional") {
       if (site.state != Site::State::kEval) continue;
       // Kept with the site once a switch read it (batch_norm.cc): toggling reads no text.
       std::optional<double> momentum = site.momentum;
@@ -523,6 +531,7 @@ void sortByGraphOrder(const Graph& graph, std::vector<Finding>& findings) {
 std::vector<Finding> analyze(const Program& program, const std::vector<Site>& sites,
                              const ModuleTypeRules& rules) {
   std::vector<Finding> findings = passes::structuralFindings(program.graph(), sites, rules);
+  passes::erasedModuleFindings(program, findings);
   passes::siteFindings(program.graph(), sites, findings);
   passes::sortByGraphOrder(program.graph(), findings);
   return findings;

@@ -14,6 +14,12 @@ namespace exmode::passes {
 std::vector<Finding> structuralFindings(const Graph& graph, std::span<const Site> sites,
                                         const ModuleTypeRules& rules);
 
+// Modules of a decomposed program (verifier ATEN, run_decompositions()) that ran at export
+// but left no node and hold no state: the decomposition erases a dropout that does nothing
+// in the mode exported (in-place dropout, Dropout1d/2d/3d, AlphaDropout in eval), so such a
+// module's other-mode forward is unknown. Appends, to-train.
+void erasedModuleFindings(const Program& program, std::vector<Finding>& out);
+
 // What the sites' current states say (train-mode parameters never recorded, merged
 // dropouts, inexact batch norms). Appends in the sites' order.
 void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<Finding>& out);

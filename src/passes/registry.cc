@@ -13,14 +13,23 @@ const ModePass& rreluPass();
 const ModePass& dropPathPass();
 const ModePass& rnnPass();
 const ModePass& functionalIrPass();
+const ModePass& batchNormFunctionalPass();
+const ModePass& dropoutFunctionalPass();
 }  // namespace passes
 
 const std::vector<const ModePass*>& modePasses() {
   // functional_ir first: it refuses programs it cannot switch before any pass changes them.
   static const std::vector<const ModePass*> kPasses = {
-      &passes::functionalIrPass(),     &passes::dropoutPass(),      &passes::batchNormPass(),
-      &passes::attentionDropoutPass(), &passes::instanceNormPass(), &passes::rreluPass(),
-      &passes::dropPathPass(),         &passes::rnnPass(),
+      &passes::functionalIrPass(),
+      &passes::dropoutPass(),
+      &passes::batchNormPass(),
+      &passes::attentionDropoutPass(),
+      &passes::instanceNormPass(),
+      &passes::rreluPass(),
+      &passes::dropPathPass(),
+      &passes::rnnPass(),
+      &passes::batchNormFunctionalPass(),
+      &passes::dropoutFunctionalPass(),
   };
   return kPasses;
 }

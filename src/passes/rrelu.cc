@@ -29,7 +29,9 @@ struct Default {
 constexpr std::array<Default, 2> kScalarDefaults = {{{"lower", 0.125}, {"upper", 1.0 / 3.0}}};
 
 const Pattern& rreluPattern() {
-  static const Pattern pattern = Pattern({"aten.rrelu.default", "aten.rrelu_.default"});
+  static const Pattern pattern =
+      Pattern({"aten.rrelu.default", "aten.rrelu_.default", "aten.rrelu_with_noise.default",
+               "aten.rrelu_with_noise_functional.default"});
   return pattern;
 }
 

@@ -188,6 +188,7 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
     if (!alreadyIn(report.before, target)) {
       if (!structural_known) {
         structural = passes::structuralFindings(graph, sites, *rules);
+        passes::erasedModuleFindings(program, structural);
         structural_known = true;
       }
       std::vector<Finding> found = structural;

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <stdexcept>
+#include <vector>
 
 namespace exmode::json {
 
@@ -225,6 +226,47 @@ std::string unescapeString(std::string_view token) {
   }
   if (!ok) throw std::invalid_argument("not a JSON string");
   return result;
+}
+
+std::string withMembers(
+    std::string_view object,
+    std::initializer_list<std::pair<std::string_view, std::string_view>> replacements) {
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::object parsed;
+  if (parser.parse(simdjson::padded_string(object)).get_object().get(parsed) != simdjson::SUCCESS)
+    throw std::invalid_argument("not a JSON object");
+  std::string out = "{";
+  std::vector<bool> used(replacements.size(), false);
+  auto member = [&](std::string_view key, auto&& write_value) {
+    if (out.size() > 1) out += ", ";
+    appendString(out, key);
+    out += ": ";
+    write_value();
+  };
+  for (auto field : parsed) {
+    std::size_t i = 0;
+    const std::pair<std::string_view, std::string_view>* replaced = nullptr;
+    for (const auto& r : replacements) {
+      if (r.first == field.key) {
+        replaced = &r;
+        used[i] = true;
+      }
+      ++i;
+    }
+    member(field.key, [&] {
+      if (replaced != nullptr) {
+        out += replaced->second;
+      } else {
+        appendElement(out, field.value);
+      }
+    });
+  }
+  std::size_t i = 0;
+  for (const auto& r : replacements) {
+    if (!used[i++]) member(r.first, [&] { out += r.second; });
+  }
+  out += '}';
+  return out;
 }
 
 }  // namespace exmode::json

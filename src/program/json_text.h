@@ -6,8 +6,10 @@
 #include <simdjson.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace exmode::json {
 
@@ -19,5 +21,11 @@ void appendInt(std::string& out, std::int64_t value);
 std::string unescapeString(std::string_view token);
 // Any parsed element, recursively.
 void appendElement(std::string& out, simdjson::dom::element element);
+// `object` (the text of a JSON object) with the members in `replacements` (key, JSON text of
+// the value) set: replaced where present, appended otherwise; the other members keep their
+// order. Throws std::invalid_argument when `object` is not a JSON object.
+std::string withMembers(
+    std::string_view object,
+    std::initializer_list<std::pair<std::string_view, std::string_view>> replacements);
 
 }  // namespace exmode::json

@@ -252,6 +252,62 @@ void Rewriter::eraseNode(Node& node) {
   graph_.erased_nodes_.splice(graph_.erased_nodes_.end(), graph_.nodes_, node.self_);
 }
 
+void Rewriter::setTarget(Node& node, std::string_view target) {
+  graph_.touch();
+  node.target_ = target;
+  node.source_ = {};
+  graph_.by_target_valid_ = false;
+  if (listener_ != nullptr) listener_->targetSet(node);
+}
+
+Value& Rewriter::appendOutput(Node& node, std::string_view name, RawJson meta) {
+  auto [slot, fresh] = graph_.values_.try_emplace(name, nullptr);
+  if (!fresh) throw std::logic_error("value name '" + std::string(name) + "' is already taken");
+  graph_.touch();
+  Value& value = graph_.newValue();
+  slot->second = &value;
+  value.indexed_ = true;
+  value.name_ = name;
+  value.producer_ = &node;
+  value.tensor_meta_ = meta;
+  graph_.tensor_value_order_.push_back(&value);
+  node.outputs_.push_back(tensorArg(value));
+  node.source_ = {};
+  if (listener_ != nullptr) listener_->nodeOutputsSet(node);
+  return value;
+}
+
+void Rewriter::truncateOutputs(Node& node, std::size_t first) {
+  if (first >= node.outputs_.size()) return;
+  for (std::size_t i = first; i < node.outputs_.size(); ++i) {
+    for (const Ref& ref : node.outputs_[i].payload.refs) {
+      if (!ref.value->users_.empty() || isGraphOutput(*ref.value)) {
+        throw std::logic_error("cannot remove output '" + std::string(ref.value->name()) +
+                               "' of node '" + std::string(node.name()) + "': it is still used");
+      }
+    }
+  }
+  graph_.touch();
+  for (std::size_t i = first; i < node.outputs_.size(); ++i) {
+    for (const Ref& ref : node.outputs_[i].payload.refs) {
+      ref.value->erased_ = true;
+      ref.value->indexed_ = false;
+      graph_.values_.erase(ref.value->name());
+      graph_.erased_values_.push_back(ref.value);
+    }
+  }
+  node.outputs_.erase(node.outputs_.begin() + static_cast<std::ptrdiff_t>(first),
+                      node.outputs_.end());
+  node.source_ = {};
+  if (listener_ != nullptr) listener_->nodeOutputsSet(node);
+}
+
+void Rewriter::setTensorMeta(Value& value, RawJson meta) {
+  graph_.touch();
+  value.tensor_meta_ = meta;
+  value.tensor_entry_ = {};  // written from tensorMeta() from now on
+}
+
 Node& Rewriter::insertBefore(Node& before, NewNode&& spec) {
   graph_.touch();
   // Output names are checked before anything changes: with one output the insertion into
@@ -333,8 +389,18 @@ Node& Rewriter::insertBefore(Node& before, NewNode&& spec) {
 
 void Rewriter::addBufferMutation(Value& value, std::string_view buffer_name) {
   graph_.touch();
+  // torch lists mutated inputs in input order: a buffer's place is its input spec's.
+  const auto specIndex = [this](std::string_view name) -> std::size_t {
+    const Value* placeholder = graph_.bufferInput(name);
+    const SignatureSpec* spec = placeholder == nullptr ? nullptr : graph_.inputSpecOf(placeholder);
+    return spec == nullptr ? graph_.input_specs_.size()
+                           : static_cast<std::size_t>(spec - graph_.input_specs_.data());
+  };
+  const std::size_t mine = specIndex(buffer_name);
   std::size_t index = 0;
-  while (index < graph_.output_specs_.size() && graph_.output_specs_[index].kind != "user_output") {
+  while (index < graph_.output_specs_.size() &&
+         graph_.output_specs_[index].kind == "buffer_mutation" &&
+         specIndex(graph_.output_specs_[index].target) <= mine) {
     ++index;
   }
   Argument output = tensorArg(value);

@@ -259,6 +259,13 @@ class RecordingListener final : public Listener {
                     " before " + std::string(before.name()));
   }
   void outputsChanged() override { lines.push_back("outputs"); }
+  void targetSet(const Node& node) override {
+    lines.push_back("target " + std::string(node.name()) + " " + std::string(node.target()));
+  }
+  void nodeOutputsSet(const Node& node) override {
+    lines.push_back("node outputs " + std::string(node.name()) + " " +
+                    std::to_string(node.outputs().size()));
+  }
 };
 
 TEST(Listener, HearsEveryChangeOfASwitchInOrder) {
