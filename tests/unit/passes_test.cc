@@ -288,13 +288,14 @@ TEST(Passes, RefusesModeFlagsThatAreNotLiterals) {
                 ErrorKind::kBadProgram, "has no 'train' argument");
 }
 
-TEST(Passes, RefusesTheFunctionalIrItCannotSwitch) {
-  const std::string json = makeProgram(
-      {}, {},
-      {{"native_dropout", "aten.native_dropout.default",
-        tensorInput("input", "x") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", true),
-        "drop"}},
-      "native_dropout");
+TEST(Passes, RefusesOlderFormsItCannotSwitch) {
+  const std::string json =
+      makeProgram({}, {},
+                  {{"bn", "aten._native_batch_norm_legit.default",
+                    tensorInput("input", "x") + ", " + boolInput("training", true) + ", " +
+                        floatInput("momentum", 0.1) + ", " + floatInput("eps", 1e-5),
+                    "bn"}},
+                  "bn");
   auto program = Program::parse(json, "t.json");
   EXPECT_EQ(detectMode(collectSites(*program)), ProgramMode::kTrain);
   EXPECT_TRUE(switchMode(*program, Mode::kTrain).changes.empty());  // already there: fine
@@ -304,7 +305,7 @@ TEST(Passes, RefusesTheFunctionalIrItCannotSwitch) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kUnsupported);
     EXPECT_NE(
-        std::string(e.what()).find("t.json: node 'native_dropout' (aten.native_dropout.default)"),
+        std::string(e.what()).find("t.json: node 'bn' (aten._native_batch_norm_legit.default)"),
         std::string::npos)
         << e.what();
   }
@@ -312,26 +313,27 @@ TEST(Passes, RefusesTheFunctionalIrItCannotSwitch) {
 
 // Sites are in graph order whichever of the pass's patterns found them: a refused switch
 // names the first node it would have to change.
-TEST(Passes, RefusesTheFunctionalIrAtItsFirstNode) {
+TEST(Passes, RefusesOlderFormsAtTheirFirstNode) {
   const std::string json = makeProgram(
       {}, {},
-      {{"bn", "aten._native_batch_norm_legit_no_training.default",
-        tensorInput("input", "x") + ", " + floatInput("momentum", 0.1) + ", " +
-            floatInput("eps", 1e-5),
+      {{"cudnn", "aten.cudnn_batch_norm.default",
+        tensorInput("input", "x") + ", " + boolInput("training", false) + ", " +
+            floatInput("exponential_average_factor", 0.1) + ", " + floatInput("epsilon", 1e-5),
         "bn"},
-       {"native_dropout", "aten.native_dropout.default",
-        tensorInput("input", "bn") + ", " + floatInput("p", 0.5) + ", " + boolInput("train", false),
-        "drop"}},
-      "native_dropout");
+       {"legit", "aten._native_batch_norm_legit.default",
+        tensorInput("input", "cudnn") + ", " + boolInput("training", false) + ", " +
+            floatInput("momentum", 0.1) + ", " + floatInput("eps", 1e-5),
+        "bn2"}},
+      "legit");
   auto program = Program::parse(json, "t.json");
   const std::vector<Site> sites = collectSites(*program);
   ASSERT_EQ(sites.size(), 2u);
-  EXPECT_EQ(sites[0].node->name(), "bn");
+  EXPECT_EQ(sites[0].node->name(), "cudnn");
   try {
     switchMode(*program, Mode::kTrain);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("node 'bn'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("node 'cudnn'"), std::string::npos) << e.what();
   }
 }
 
