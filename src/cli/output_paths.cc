@@ -61,8 +61,9 @@ std::vector<std::string> plannedOutputs(const SwitchOptions& options) {
   const std::string& target = options.output;
   const bool slash = !target.empty() && target.back() == '/';
   const bool directory = isDirectory(target);
-  // One input and -o FILE: exactly the single-file behaviour, no checks added.
-  if (inputs.size() == 1 && !slash && !directory) return {target};
+  // One input: -o names a file, exactly as it always has (a directory there is refused when
+  // the rename fails), unless it ends in '/'.
+  if (inputs.size() == 1 && !slash) return {target};
   if (!directory) {
     usage("-o " + target + ": " +
           (inputs.size() > 1 ? "with several inputs, -o must name a directory, and this " : "") +

@@ -43,7 +43,9 @@ void ProgressLine::show(std::size_t done, std::size_t total, const std::string& 
   // One column short of the width: a line filling it wraps on some terminals.
   const std::size_t width = terminalWidth() - 1 + 4;  // the 4 bytes of "\r\033[K" take none
   if (line.size() > width) line.resize(width);
+  if (shown_ && line == last_) return;  // a child ended whose output must wait its turn
   writeAll(line);
+  last_ = std::move(line);
   shown_ = true;
 }
 

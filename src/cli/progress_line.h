@@ -25,6 +25,7 @@ class ProgressLine {
  private:
   bool enabled_ = false;
   bool shown_ = false;
+  std::string last_;  // what is drawn while shown_
 };
 
 }  // namespace exmode::cli
