@@ -12,6 +12,7 @@ import pty
 import re
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import termios
@@ -22,6 +23,7 @@ import torch
 import models
 from conftest import (assert_matches_eager, eager_copy, exmode_path, export_and_save, file_sha256,
                       load_module, run_exmode)
+from test_hostile_files import _maps_input, big  # noqa: F401 (big: a fixture, an archive slow to read)
 
 USAGE, BAD_ARCHIVE, UNSUPPORTED, IO_ERROR = 2, 3, 5, 6
 # (model, export mode): switched to eval, the first two change, the third is already eval.
@@ -368,3 +370,62 @@ def test_progress_line_on_a_terminal(inputs, tmp_path):
     # Quiet: no progress line even on a terminal.
     status, stdout, seen = _run_with_terminal_stderr(["eval", *order, "-o", out, "-q"])
     assert b"[0/" not in seen and b"\r\033[K" not in seen, seen
+
+
+# ---------------------------------------------------------------- one file's crash stays its own
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def test_an_input_truncated_while_read_fails_alone(big, tmp_path, export_cache):
+    """The SIGBUS guard ends the process that read a shrinking map: with many files that is
+    the child of that one file. The files switched beside it, before and after it, come out
+    complete and exact, and nothing of the failed one is left in DIR."""
+    goods = [("conv_bn2d", "train"), ("mlp_dropout", "train"), ("bn_twice", "train")]
+    for attempt in range(3):
+        work = tmp_path / f"attempt{attempt}"
+        work.mkdir()
+        victim = work / "big.pt2"
+        shutil.copyfile(big["src"], victim)
+        paths = []
+        for name, mode in goods:
+            paths.append(work / _good_name(name, mode))
+            shutil.copyfile(export_cache(name, mode), paths[-1])
+        paths.insert(1, victim)
+        out = work / "out"
+        out.mkdir()
+        real = os.path.realpath(victim)
+        fd = os.open(victim, os.O_RDWR)
+        try:
+            proc = subprocess.Popen([str(exmode_path()), "eval", *map(str, paths), "-o", str(out), "-j", "2"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            truncated = False
+            while proc.poll() is None and not truncated:
+                for child in _children(proc.pid):
+                    if _maps_input(child, real):
+                        os.kill(child, signal.SIGSTOP)
+                        os.ftruncate(fd, 1000)
+                        truncated = True
+                        os.kill(child, signal.SIGCONT)
+                        break
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            os.close(fd)
+        for name, mode in goods:
+            _assert_matches_eager_eval(out / _good_name(name, mode), name)
+        if not truncated or proc.returncode == 0:
+            continue  # the child had read all it needed: try again
+        assert proc.returncode == IO_ERROR, (proc.returncode, stderr)
+        # A bus error in the map, or a short copy of the weights: one line naming the file.
+        lines = stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"exmode: {victim}: "), stderr
+        assert _listing(out) == sorted(_good_name(n, m) for n, m in goods), "nothing of big.pt2 in DIR"
+        assert stdout.splitlines()[-1] == "4 files: 3 switched, 0 unchanged, 1 failed", stdout
+        return
+    pytest.fail("the input was never truncated while exmode read it")
