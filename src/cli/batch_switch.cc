@@ -70,13 +70,6 @@ int switchOneOfMany(Mode target, const SwitchOptions& options, const ModuleTypeR
   return 0;
 }
 
-// The status of the run: an internal error (1, a bug) first, else the highest status, so that
-// it does not depend on the order of the files or on -j.
-int worse(int a, int b) {
-  if (a == 1 || b == 1) return 1;
-  return std::max(a, b);
-}
-
 void writeOut(const std::string& text, std::ostream& stream) {
   if (text.empty()) return;
   stream << text;
@@ -84,6 +77,21 @@ void writeOut(const std::string& text, std::ostream& stream) {
 }
 
 }  // namespace
+
+int worseStatus(int a, int b) {
+  if (a == 1 || b == 1) return 1;
+  return std::max(a, b);
+}
+
+int childOutcome(const std::string& input, ChildResult& result) {
+  if (!result.not_run.empty()) {
+    result.err += "exmode: " + input + ": not processed: " + result.not_run + "\n";
+  } else if (result.signal != 0) {
+    result.err += "exmode: " + input + ": internal error: ended by signal " +
+                  std::to_string(result.signal) + " (" + ::strsignal(result.signal) + ")\n";
+  }
+  return result.status;
+}
 
 std::string archiveSummary(Mode target, const std::vector<SwitchReport>& reports) {
   std::size_t changes = 0;
@@ -121,12 +129,8 @@ int runSwitchMany(Mode target, const SwitchOptions& options, const ModuleTypeRul
         inputs[i]);
   };
   auto finished = [&](std::size_t i, ChildResult& result) {
-    if (!result.not_run.empty()) {
-      result.err += "exmode: " + inputs[i] + ": cannot switch it: " + result.not_run + "\n";
-    } else if (result.signal != 0) {
-      result.err += "exmode: " + inputs[i] + ": internal error: ended by signal " +
-                    std::to_string(result.signal) + " (" + ::strsignal(result.signal) + ")\n";
-    } else if (result.status == 0 && result.note == kNotDone) {
+    childOutcome(inputs[i], result);
+    if (result.status == 0 && result.note == kNotDone) {
       result.status = 1;
       result.err += "exmode: " + inputs[i] + ": internal error: exited without a result\n";
     }
@@ -134,7 +138,7 @@ int runSwitchMany(Mode target, const SwitchOptions& options, const ModuleTypeRul
       ++(result.note == kSwitched ? switched : unchanged);
     } else {
       ++failed;
-      status = worse(status, result.status);
+      status = worseStatus(status, result.status);
     }
     progress.clear();
     writeOut(result.out, std::cout);

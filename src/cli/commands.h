@@ -25,7 +25,7 @@ struct SwitchOptions {
 };
 
 struct InspectOptions {
-  std::string input;
+  std::vector<std::string> inputs;
   ReadLimits limits;
   std::vector<std::string> module_types;
   bool json = false;
@@ -55,6 +55,13 @@ int runSwitchMany(Mode target, const SwitchOptions& options, const ModuleTypeRul
 // The one line of a switch summed over an archive's programs, without the file name:
 // "train -> eval (3 changes, 1 warning)", "already in eval mode; nothing changed", ...
 std::string archiveSummary(Mode target, const std::vector<SwitchReport>& reports);
+struct ChildResult;
+// A child's exit status, with the line its end did not print added to result.err (a signal,
+// no process to be had, no result): 0 only for a task that succeeded.
+int childOutcome(const std::string& input, ChildResult& result);
+// The status of a run of many files: an internal error (1, a bug) first, else the highest, so
+// that it depends neither on the order of the files nor on -j.
+int worseStatus(int a, int b);
 // Runs `body`, turning an escaping exception into the line `exmode: ...` on stderr and its
 // exit status, as main() does; `file` (if not empty) is named in an internal error's line.
 int reportingErrors(const std::function<int()>& body, const std::string& file = "");

@@ -7,6 +7,7 @@ nothing else in DIR, no temporary file anywhere. Usage errors write nothing at a
 """
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -429,3 +430,23 @@ def test_an_input_truncated_while_read_fails_alone(big, tmp_path, export_cache):
         assert stdout.splitlines()[-1] == "4 files: 3 switched, 0 unchanged, 1 failed", stdout
         return
     pytest.fail("the input was never truncated while exmode read it")
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def test_inspect_many_files(inputs, tmp_path):
+    src, order = inputs
+    good = [p for p in order if p.name not in BROKEN]
+    proc = run_exmode("inspect", *order)
+    assert proc.returncode == IO_ERROR, proc
+    sections = proc.stdout.split("==> ")[1:]
+    assert [s.split(" <==\n", 1)[0] for s in sections] == [str(p) for p in good]
+    for path, section in zip(good, sections):
+        assert section.split(" <==\n", 1)[1] == run_exmode("inspect", path).stdout
+    assert [line.split(": ")[1] for line in proc.stderr.splitlines()] == [
+        str(p) for p in order if p.name in BROKEN]
+    proc = run_exmode("inspect", *order, "--json")
+    assert proc.returncode == IO_ERROR
+    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert docs == [json.loads(run_exmode("inspect", p, "--json").stdout) for p in good]
