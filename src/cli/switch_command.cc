@@ -65,8 +65,8 @@ void addSwitchCommand(CLI::App& app, const std::string& name, const std::string&
   command->add_option("input", options.inputs, "PT2 archives to read (one or many)")->required();
   auto* output = command->add_option(
       "-o,--output", options.output,
-      "Archive to write; a directory (DIR/<input name>) when it is one, ends in /, or with "
-      "several inputs");
+      "Archive to write; with several inputs, or ending in /, an existing directory to write "
+      "DIR/<input name> into");
   auto* in_place = command->add_flag("--in-place", options.in_place, "Replace each input archive");
   command
       ->add_option("-j,--jobs", options.jobs,
