@@ -2,7 +2,9 @@
 #include <iostream>
 #include <string>
 
+#include "cli/child_runner.h"
 #include "cli/commands.h"
+#include "cli/progress_line.h"
 #include "exmode/model.h"
 #include "exmode/pattern.h"
 #include "program/json_text.h"
@@ -11,7 +13,7 @@ namespace exmode::cli {
 
 void addInspectCommand(CLI::App& app, InspectOptions& options) {
   CLI::App* command = app.add_subcommand("inspect", "List the mode-sensitive sites and the mode");
-  command->add_option("input", options.input, "PT2 archive to read")->required();
+  command->add_option("input", options.inputs, "PT2 archives to read (one or many)")->required();
   command->add_flag("--json", options.json, "Print JSON instead of text");
   addModuleTypesOption(*command, options.module_types);
   addLimitOptions(*command, options.limits);
@@ -88,13 +90,11 @@ void appendSiteJson(std::string& out, const Site& s) {
   out += "}";
 }
 
-}  // namespace
-
-int runInspect(const InspectOptions& options) {
-  const ModuleTypeRules rules = moduleTypeRules(options.module_types);
-  auto model = Model::open(options.input, options.limits);
+int inspectFile(const InspectOptions& options, const ModuleTypeRules& rules,
+                const std::string& input) {
+  auto model = Model::open(input, options.limits);
   std::string out = "{\"file\": ";
-  json::appendString(out, options.input);
+  json::appendString(out, input);
   out += ", \"programs\": [";
   bool first_program = true;
   for (const std::string& name : model->programNames()) {
@@ -124,6 +124,34 @@ int runInspect(const InspectOptions& options) {
   }
   if (options.json) std::cout << out << "]}\n";
   return 0;
+}
+
+}  // namespace
+
+int runInspect(const InspectOptions& options) {
+  const ModuleTypeRules rules = moduleTypeRules(options.module_types);
+  const std::vector<std::string>& inputs = options.inputs;
+  if (inputs.size() == 1) return inspectFile(options, rules, inputs[0]);
+  // Many files: each read in a child, as the switches are (child_runner.h), and printed whole in
+  // the order given: text under a `==> IN <==` line, JSON as one document per line.
+  ProgressLine progress(true);
+  int status = 0;
+  auto task = [&](std::size_t i, unsigned char&) {
+    return reportingErrors([&] { return inspectFile(options, rules, inputs[i]); }, inputs[i]);
+  };
+  auto finished = [&](std::size_t i, ChildResult& result) {
+    progress.clear();
+    status = worseStatus(status, childOutcome(inputs[i], result));
+    if (!options.json && !result.out.empty()) std::cout << "==> " << inputs[i] << " <==\n";
+    std::cout << result.out << std::flush;
+    std::cerr << result.err << std::flush;
+  };
+  auto advance = [&](std::size_t, std::size_t next) {
+    if (next < inputs.size()) progress.show(next, inputs.size(), inputs[next]);
+  };
+  progress.show(0, inputs.size(), inputs[0]);
+  runChildren(inputs.size(), 1, task, finished, advance);
+  return status;
 }
 
 }  // namespace exmode::cli

@@ -38,13 +38,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const exmode::Error& e) {
-    std::cerr << "exmode: " << e.what() << "\n";
-    return static_cast<int>(e.kind());
-  } catch (const std::exception& e) {
-    std::cerr << "exmode: internal error: " << e.what() << "\n";
-    return 1;
-  }
+  return exmode::cli::reportingErrors([&] { return run(argc, argv); });
 }

@@ -62,13 +62,22 @@ std::string warningLine(const Finding& f) {
 void addSwitchCommand(CLI::App& app, const std::string& name, const std::string& description,
                       SwitchOptions& options) {
   CLI::App* command = app.add_subcommand(name, description);
-  command->add_option("input", options.input, "PT2 archive to read")->required();
-  auto* output = command->add_option("-o,--output", options.output, "Archive to write");
-  auto* in_place = command->add_flag("--in-place", options.in_place, "Replace the input archive");
+  command->add_option("input", options.inputs, "PT2 archives to read (one or many)")->required();
+  auto* output = command->add_option(
+      "-o,--output", options.output,
+      "Archive to write; with several inputs, or ending in /, an existing directory to write "
+      "DIR/<input name> into");
+  auto* in_place = command->add_flag("--in-place", options.in_place, "Replace each input archive");
+  command
+      ->add_option("-j,--jobs", options.jobs,
+                   "Switch this many files at once (several inputs; 0: one per CPU)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
   output->excludes(in_place);
   command->add_flag("--sync", options.sync,
                     "Flush OUT to disk (fsync) before exiting; --in-place always does");
-  command->add_flag("-q,--quiet", options.quiet, "Print only errors");
+  command->add_flag("-q,--quiet", options.quiet,
+                    "Print only errors (and, with several inputs, the final count)");
   command->add_flag("--strict", options.strict,
                     "Fail (exit 5, nothing written) when the switch cannot be exact (a warning)");
   addModuleTypesOption(*command, options.module_types);
@@ -80,9 +89,12 @@ void addSwitchCommand(CLI::App& app, const std::string& name, const std::string&
   });
 }
 
-int runSwitch(Mode target, const SwitchOptions& options) {
-  const ModuleTypeRules rules = moduleTypeRules(options.module_types);
-  auto model = Model::open(options.input, options.limits);
+namespace {
+
+// One archive, as the tool has always switched it: every change, warning and program.
+int switchFile(Mode target, const SwitchOptions& options, const ModuleTypeRules& rules,
+               const std::string& input, const std::string& output) {
+  auto model = Model::open(input, options.limits);
   model->setModuleTypeRules(&rules);
   const std::vector<SwitchReport> reports = target == Mode::kTrain ? model->train() : model->eval();
   std::size_t warnings = 0;
@@ -115,7 +127,7 @@ int runSwitch(Mode target, const SwitchOptions& options) {
   }
   if (options.strict && warnings > 0) {
     throw Error(ErrorKind::kUnsupported,
-                options.input + ": --strict: the switch to " + std::string(modeName(target)) +
+                input + ": --strict: the switch to " + std::string(modeName(target)) +
                     " cannot be exact (" + std::to_string(warnings) +
                     (warnings == 1 ? " warning" : " warnings") + "); nothing written");
   }
@@ -123,9 +135,9 @@ int runSwitch(Mode target, const SwitchOptions& options) {
   // in-place switch replaces what may be the only copy, so it is also made durable; a new
   // file is left to the kernel's write-back, as cp and torch.export.save leave it.
   if (options.in_place) {
-    if (model->modified()) model->save(options.input, {.sync = true});
+    if (model->modified()) model->save(input, {.sync = true});
   } else {
-    model->save(options.output, {.sync = options.sync});
+    model->save(output, {.sync = options.sync});
   }
   // The process exits next: freeing a large program node by node would take longer than
   // switching it, and the kernel reclaims it at once. Sanitizer builds free it, so leak
@@ -134,6 +146,17 @@ int runSwitch(Mode target, const SwitchOptions& options) {
   (void)model.release();
 #endif
   return 0;
+}
+
+}  // namespace
+
+int runSwitch(Mode target, const SwitchOptions& options) {
+  const ModuleTypeRules rules = moduleTypeRules(options.module_types);
+  const std::vector<std::string> outputs = plannedOutputs(options);
+  if (options.inputs.size() == 1) {
+    return switchFile(target, options, rules, options.inputs[0], outputs[0]);
+  }
+  return runSwitchMany(target, options, rules, outputs);
 }
 
 }  // namespace exmode::cli
