@@ -8,6 +8,7 @@
 #include "exmode/findings.h"
 #include "exmode/passes.h"
 #include "exmode/program.h"
+#include "exmode/user_rules.h"
 
 namespace exmode::cli {
 
@@ -15,6 +16,7 @@ struct SwitchOptions {
   std::string input;
   ReadLimits limits;
   std::vector<std::string> module_types;  // extra module type lists (findings.h)
+  std::vector<std::string> rules;         // user rule files (user_rules.h)
   bool strict = false;                    // refuse to write when a warning is found
   std::string output;
   bool in_place = false;
@@ -26,6 +28,7 @@ struct InspectOptions {
   std::string input;
   ReadLimits limits;
   std::vector<std::string> module_types;
+  std::vector<std::string> rules;
   bool json = false;
 };
 
@@ -33,6 +36,10 @@ struct InspectOptions {
 void addLimitOptions(CLI::App& command, ReadLimits& limits);
 // --module-types FILE (repeatable): module type lists added to the built-in one.
 void addModuleTypesOption(CLI::App& command, std::vector<std::string>& files);
+// --rules FILE (repeatable): user rule files (user_rules.h, docs/RULES.md).
+void addRulesOption(CLI::App& command, std::vector<std::string>& files);
+// The rules of `files`, read before any input is opened.
+UserRules userRules(const std::vector<std::string>& files);
 // The built-in module type list plus `files`.
 ModuleTypeRules moduleTypeRules(const std::vector<std::string>& files);
 // "  warning: node  op  module (type)  kind: reason" without the indent and newline.

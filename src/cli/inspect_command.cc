@@ -14,6 +14,7 @@ void addInspectCommand(CLI::App& app, InspectOptions& options) {
   command->add_option("input", options.input, "PT2 archive to read")->required();
   command->add_flag("--json", options.json, "Print JSON instead of text");
   addModuleTypesOption(*command, options.module_types);
+  addRulesOption(*command, options.rules);
   addLimitOptions(*command, options.limits);
 }
 
@@ -92,13 +93,14 @@ void appendSiteJson(std::string& out, const Site& s) {
 
 int runInspect(const InspectOptions& options) {
   const ModuleTypeRules rules = moduleTypeRules(options.module_types);
+  const UserRules user_rules = userRules(options.rules);
   auto model = Model::open(options.input, options.limits);
   std::string out = "{\"file\": ";
   json::appendString(out, options.input);
   out += ", \"programs\": [";
   bool first_program = true;
   for (const std::string& name : model->programNames()) {
-    const std::vector<Site> sites = collectSites(model->program(name));
+    const std::vector<Site> sites = collectSites(model->program(name), &user_rules);
     const std::vector<Finding> findings = analyze(model->program(name), sites, rules);
     if (!options.json) {
       printText(name, sites, findings);

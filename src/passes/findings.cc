@@ -493,6 +493,13 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
 
 namespace passes {
 
+void modulePaths(std::string_view stack, std::vector<std::string_view>& out) {
+  std::vector<ModuleEntry> entries;
+  splitStack(stack, entries);
+  out.clear();
+  for (const ModuleEntry& e : entries) out.push_back(e.path);
+}
+
 void sortByGraphOrder(const Graph& graph, std::vector<Finding>& findings) {
   if (findings.size() < 2) return;
   // Placeholders (unused state) first, then nodes. Keyed by views of the graph's own names,
