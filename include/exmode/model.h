@@ -16,6 +16,7 @@
 #include "exmode/findings.h"
 #include "exmode/passes.h"
 #include "exmode/program.h"
+#include "exmode/user_rules.h"
 
 namespace exmode {
 
@@ -35,6 +36,10 @@ class Model {
   // The module type list switches find warnings with (findings.h); null, the default, is
   // ModuleTypeRules::builtIn(). The rules must outlive the model's switches.
   void setModuleTypeRules(const ModuleTypeRules* rules) { rules_ = rules; }
+  // User rules (user_rules.h) for switches and mode(); null, the default, is none. The
+  // rules must outlive the model's switches and their reports' use.
+  void setUserRules(const UserRules* rules) { user_rules_ = rules; }
+  const UserRules* userRules() const { return user_rules_; }
 
   // Switch every program; one report per program.
   std::vector<SwitchReport> train() { return switchAll(Mode::kTrain); }
@@ -64,6 +69,7 @@ class Model {
   std::unique_ptr<archive::ArchiveReader> reader_;
   std::vector<Entry> entries_;
   const ModuleTypeRules* rules_ = nullptr;
+  const UserRules* user_rules_ = nullptr;
 };
 
 }  // namespace exmode

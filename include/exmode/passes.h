@@ -17,6 +17,7 @@ namespace exmode {
 
 class ModePass;
 class ModuleTypeRules;
+class UserRules;
 
 enum class Mode { kTrain, kEval };
 std::string_view modeName(Mode mode);
@@ -110,9 +111,11 @@ class ModePass {
 const std::vector<const ModePass*>& modePasses();
 
 // All sites of a program, sorted by graph order. Throws Error naming the node (and, for the
-// Program overload, the file) when a mode-sensitive node has no literal mode flag.
-std::vector<Site> collectSites(const Graph& graph);
-std::vector<Site> collectSites(const Program& program);
+// Program overload, the file) when a mode-sensitive node has no literal mode flag. With
+// `rules` (user_rules.h), the sites of its op rules too, and attention sites with the p its
+// attention_dropout rules give them.
+std::vector<Site> collectSites(const Graph& graph, const UserRules* rules = nullptr);
+std::vector<Site> collectSites(const Program& program, const UserRules* rules = nullptr);
 ProgramMode detectMode(const std::vector<Site>& sites);
 
 // The sites one switch of a program found, kept for its next switch. A switch changes no
@@ -130,6 +133,7 @@ struct SwitchCache {
   // and the rules they were found with.
   std::vector<Finding> structural;
   const ModuleTypeRules* rules = nullptr;
+  const UserRules* user_rules = nullptr;  // the user rules the sites were collected with
 };
 
 // Moves every site of `program` to `target`. Idempotent: a program already in `target` is
@@ -140,8 +144,11 @@ struct SwitchCache {
 // are used instead of collected, and the sites of this switch are kept in it. The report's
 // warnings are found with `rules` (null: ModuleTypeRules::builtIn()). `listener` hears of
 // every change the passes make (rewrite.h), for a host that replays them on its own graph.
+// `user_rules` (user_rules.h; null: none) adds the passes of its op rules, run after the
+// built-in ones, and the train-mode p of its attention_dropout rules.
 SwitchReport switchMode(Program& program, Mode target, std::string program_name = {},
                         SwitchCache* cache = nullptr, const ModuleTypeRules* rules = nullptr,
-                        rewrite::Listener* listener = nullptr);
+                        rewrite::Listener* listener = nullptr,
+                        const UserRules* user_rules = nullptr);
 
 }  // namespace exmode

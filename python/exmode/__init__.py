@@ -20,6 +20,7 @@ from ._errors import (
 )
 from . import _core
 from ._archive import Archive, from_bytes, open  # noqa: A004
+from ._rules import Rules
 
 __version__ = _core.__version__
 
@@ -29,6 +30,7 @@ __all__ = [
     "BadProgramError",
     "Error",
     "ExmodeIOError",
+    "Rules",
     "UnsupportedError",
     "UsageError",
     "__version__",

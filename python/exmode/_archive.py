@@ -6,6 +6,7 @@ from pathlib import Path
 
 from . import _core
 from ._errors import UnsupportedError
+from ._rules import core_rules
 
 _MODES = ("train", "eval")
 
@@ -95,12 +96,16 @@ def _module_types(module_types):
     return [os.fspath(p) for p in module_types]
 
 
-def open(path, *, module_types=()):  # noqa: A001 - the package's entry point, as gzip.open
+def open(path, *, module_types=(), rules=None):  # noqa: A001 - the package's entry point, as gzip.open
     """Opens the PT2 archive at `path`. module_types: extra lists of mode-dependent module
-    types (the format of data/mode_dependent_modules.txt), as `--module-types`."""
-    return Archive(_core.Model.open(os.fspath(path), _module_types(module_types)))
+    types (the format of data/mode_dependent_modules.txt), as `--module-types`. rules: user
+    rules (docs/RULES.md), as `--rules`: a rule file's path, an exmode.Rules, or a list of
+    them; every switch and inspect of the archive uses them."""
+    return Archive(_core.Model.open(os.fspath(path), _module_types(module_types),
+                                    core_rules(rules)))
 
 
-def from_bytes(data, *, module_types=()):
+def from_bytes(data, *, module_types=(), rules=None):
     """Opens a PT2 archive held in memory (bytes, bytearray or memoryview)."""
-    return Archive(_core.Model.from_bytes(bytes(data), _module_types(module_types)))
+    return Archive(_core.Model.from_bytes(bytes(data), _module_types(module_types),
+                                          core_rules(rules)))

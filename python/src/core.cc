@@ -4,6 +4,7 @@
 #include "errors.h"
 #include "host_program.h"
 #include "model_binding.h"
+#include "rules_binding.h"
 
 NB_MODULE(_core, m) {
   m.doc() = "exmode's C++ core: switch exported PyTorch programs (.pt2) between train and eval";
@@ -13,6 +14,7 @@ NB_MODULE(_core, m) {
   // is no leak, and nanobind would warn of each at exit.
   nanobind::set_leak_warnings(false);
   exmode::python::registerErrors();
+  exmode::python::bindRules(m);
   exmode::python::bindModel(m);
   exmode::python::bindHostProgram(m);
 }

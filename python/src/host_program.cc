@@ -19,6 +19,7 @@
 #include "exmode/rewrite.h"
 #include "program/ref_text.h"
 #include "report_rows.h"
+#include "rules_binding.h"
 
 namespace nb = nanobind;
 
@@ -97,15 +98,17 @@ class EditRecorder final : public rewrite::Listener {
 class HostProgram {
  public:
   HostProgram(const std::string& json, const std::string& name,
-              const std::vector<std::string>& module_types)
-      : name_(name), rules_(std::make_unique<ModuleTypeRules>(ModuleTypeRules::builtIn())) {
+              const std::vector<std::string>& module_types, const UserRules* user_rules)
+      : name_(name),
+        rules_(std::make_unique<ModuleTypeRules>(ModuleTypeRules::builtIn())),
+        user_rules_(keptRules(user_rules)) {
     for (const std::string& file : module_types) rules_->addFile(file);
     program_ = Program::parse(json, name);
     json_ = json;
   }
 
   std::string mode() const {
-    return std::string(programModeName(detectMode(collectSites(*program_))));
+    return std::string(programModeName(detectMode(collectSites(*program_, user_rules_.get()))));
   }
 
   // Switches the program to `mode`: (the report, as Model.switch_mode gives it per program,
@@ -114,8 +117,8 @@ class HostProgram {
     const Mode target = parseMode(mode);
     nb::list edits;
     EditRecorder recorder(edits);
-    const SwitchReport report =
-        exmode::switchMode(*program_, target, name_, &cache_, rules_.get(), &recorder);
+    const SwitchReport report = exmode::switchMode(*program_, target, name_, &cache_, rules_.get(),
+                                                   &recorder, user_rules_.get());
     if (recorder.changedForms()) {
       // The host's graph is untouched: this program goes back to what the host wrote.
       program_ = Program::parse(json_, name_);
@@ -133,13 +136,15 @@ class HostProgram {
   // What switching to `mode` would warn of, without switching (strict=True refuses first).
   nb::list switchWarnings(const std::string& mode) const {
     const Mode target = parseMode(mode);
-    const std::vector<Site> sites = collectSites(*program_);
+    const std::vector<Site> sites = collectSites(*program_, user_rules_.get());
     return findingList(
         findingsForSwitch(analyze(*program_, sites, *rules_), detectMode(sites), target));
   }
 
   // The row of `exmode inspect --json` for this program.
-  nb::dict inspect() const { return programDict(programRow(name_, *program_, *rules_)); }
+  nb::dict inspect() const {
+    return programDict(programRow(name_, *program_, *rules_, user_rules_.get()));
+  }
 
   // The program as JSON, as the passes see it (for tests and debugging).
   std::string json() const { return program_->toJson(); }
@@ -147,7 +152,8 @@ class HostProgram {
  private:
   std::string name_;
   std::string json_;  // what the host wrote, to start over from after a refused switch
-  std::unique_ptr<ModuleTypeRules> rules_;  // the switch cache keeps a pointer to it
+  std::unique_ptr<ModuleTypeRules> rules_;       // the switch cache keeps a pointer to it
+  std::unique_ptr<const UserRules> user_rules_;  // null: none; the cache keeps a pointer too
   std::unique_ptr<Program> program_;
   SwitchCache cache_;
 };
@@ -157,8 +163,9 @@ class HostProgram {
 void bindHostProgram(nb::module_& m) {
   nb::class_<HostProgram>(m, "HostProgram",
                           "A program another host wrote as program JSON, switched by the passes")
-      .def(nb::init<const std::string&, const std::string&, const std::vector<std::string>&>(),
-           nb::arg("json"), nb::arg("name"), nb::arg("module_types"))
+      .def(nb::init<const std::string&, const std::string&, const std::vector<std::string>&,
+                    const UserRules*>(),
+           nb::arg("json"), nb::arg("name"), nb::arg("module_types"), nb::arg("rules").none())
       .def("mode", &HostProgram::mode)
       .def("switch_mode", &HostProgram::switchMode, nb::arg("mode"))
       .def("switch_warnings", &HostProgram::switchWarnings, nb::arg("mode"))

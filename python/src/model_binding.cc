@@ -23,6 +23,7 @@
 #include "exmode/model.h"
 #include "exmode/pattern.h"
 #include "report_rows.h"
+#include "rules_binding.h"
 
 namespace nb = nanobind;
 
@@ -38,8 +39,10 @@ void replaceAll(std::string& s, const std::string& from, const std::string& to) 
 
 class PyModel {
  public:
-  PyModel(std::vector<std::string> module_types, int memfd)
-      : rules_(std::make_unique<ModuleTypeRules>(ModuleTypeRules::builtIn())), memfd_(memfd) {
+  PyModel(std::vector<std::string> module_types, const UserRules* user_rules, int memfd)
+      : rules_(std::make_unique<ModuleTypeRules>(ModuleTypeRules::builtIn())),
+        user_rules_(keptRules(user_rules)),
+        memfd_(memfd) {
     for (const std::string& file : module_types) rules_->addFile(file);
   }
   PyModel(const PyModel&) = delete;
@@ -50,9 +53,10 @@ class PyModel {
   }
 
   static std::unique_ptr<PyModel> open(const std::string& path,
-                                       const std::vector<std::string>& module_types) {
+                                       const std::vector<std::string>& module_types,
+                                       const UserRules* user_rules) {
     nb::gil_scoped_release release;
-    auto model = std::make_unique<PyModel>(module_types, -1);
+    auto model = std::make_unique<PyModel>(module_types, user_rules, -1);
     model->load(path);
     return model;
   }
@@ -60,11 +64,12 @@ class PyModel {
   // The archive is copied into a memory file and opened through /proc, so the reader maps
   // it as it maps any file; messages name it "<bytes>" rather than that path.
   static std::unique_ptr<PyModel> fromBytes(nb::bytes data,
-                                            const std::vector<std::string>& module_types) {
+                                            const std::vector<std::string>& module_types,
+                                            const UserRules* user_rules) {
     const char* bytes = data.c_str();
     const std::size_t size = data.size();
     nb::gil_scoped_release release;
-    auto model = std::make_unique<PyModel>(module_types, -1);
+    auto model = std::make_unique<PyModel>(module_types, user_rules, -1);
     const int fd = ::memfd_create("exmode-archive", MFD_CLOEXEC);
     if (fd < 0) {
       throw Error(ErrorKind::kIo,
@@ -124,7 +129,7 @@ class PyModel {
       std::vector<std::pair<std::string, std::vector<Finding>>> out;
       for (const std::string& name : model_->programNames()) {
         const Program& program = std::as_const(*model_).program(name);
-        const std::vector<Site> sites = collectSites(program);
+        const std::vector<Site> sites = collectSites(program, user_rules_.get());
         out.emplace_back(
             name, findingsForSwitch(analyze(program, sites, *rules_), detectMode(sites), target));
       }
@@ -145,7 +150,8 @@ class PyModel {
     std::vector<ProgramRow> rows = locked([&] {
       std::vector<ProgramRow> out;
       for (const std::string& name : model_->programNames()) {
-        out.push_back(programRow(name, std::as_const(*model_).program(name), *rules_));
+        out.push_back(
+            programRow(name, std::as_const(*model_).program(name), *rules_, user_rules_.get()));
       }
       return out;
     });
@@ -166,6 +172,7 @@ class PyModel {
     guarded([&] {
       model_ = Model::open(path);
       model_->setModuleTypeRules(rules_.get());
+      model_->setUserRules(user_rules_.get());
       return 0;
     });
   }
@@ -194,7 +201,8 @@ class PyModel {
     }
   }
 
-  std::unique_ptr<ModuleTypeRules> rules_;  // switches keep a pointer to it
+  std::unique_ptr<ModuleTypeRules> rules_;       // switches keep a pointer to it
+  std::unique_ptr<const UserRules> user_rules_;  // null: none; switches keep a pointer to it
   std::unique_ptr<Model> model_;
   int memfd_ = -1;          // the memory file of an archive given as bytes, else -1
   std::string shown_path_;  // what messages call the archive, when not its path
@@ -205,8 +213,10 @@ class PyModel {
 
 void bindModel(nb::module_& m) {
   nb::class_<PyModel>(m, "Model", "An opened PT2 archive (exmode::Model)")
-      .def_static("open", &PyModel::open, nb::arg("path"), nb::arg("module_types"))
-      .def_static("from_bytes", &PyModel::fromBytes, nb::arg("data"), nb::arg("module_types"))
+      .def_static("open", &PyModel::open, nb::arg("path"), nb::arg("module_types"),
+                  nb::arg("rules").none())
+      .def_static("from_bytes", &PyModel::fromBytes, nb::arg("data"), nb::arg("module_types"),
+                  nb::arg("rules").none())
       .def_prop_ro("path", &PyModel::path)
       .def("program_names", &PyModel::programNames)
       .def("mode", &PyModel::mode)

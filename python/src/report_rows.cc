@@ -67,9 +67,9 @@ nb::dict reportDict(const ReportRow& row) {
   return report;
 }
 
-ProgramRow programRow(const std::string& name, const Program& program,
-                      const ModuleTypeRules& rules) {
-  const std::vector<Site> sites = collectSites(program);
+ProgramRow programRow(const std::string& name, const Program& program, const ModuleTypeRules& rules,
+                      const UserRules* user_rules) {
+  const std::vector<Site> sites = collectSites(program, user_rules);
   ProgramRow row{
       name, std::string(programModeName(detectMode(sites))), {}, analyze(program, sites, rules)};
   for (const Site& s : sites) {

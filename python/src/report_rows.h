@@ -38,8 +38,8 @@ struct ProgramRow {
   std::vector<SiteRow> sites;
   std::vector<Finding> warnings;
 };
-ProgramRow programRow(const std::string& name, const Program& program,
-                      const ModuleTypeRules& rules);
+ProgramRow programRow(const std::string& name, const Program& program, const ModuleTypeRules& rules,
+                      const UserRules* user_rules);
 nb::dict programDict(const ProgramRow& row);
 
 nb::list findingList(const std::vector<Finding>& findings);

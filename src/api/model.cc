@@ -82,7 +82,8 @@ const Program& Model::program(std::string_view name) const { return *entry(name)
 std::vector<SwitchReport> Model::switchAll(Mode target) {
   std::vector<SwitchReport> reports;
   for (Entry& e : entries_) {
-    reports.push_back(switchMode(*e.program, target, e.name, &e.sites, rules_));
+    reports.push_back(
+        switchMode(*e.program, target, e.name, &e.sites, rules_, nullptr, user_rules_));
     e.modified = e.modified || !reports.back().changes.empty();
   }
   return reports;
@@ -91,7 +92,7 @@ std::vector<SwitchReport> Model::switchAll(Mode target) {
 ProgramMode Model::mode() const {
   std::vector<Site> all;
   for (const Entry& e : entries_) {
-    std::vector<Site> sites = collectSites(*e.program);
+    std::vector<Site> sites = collectSites(*e.program, user_rules_);
     all.insert(all.end(), sites.begin(), sites.end());
   }
   return detectMode(all);

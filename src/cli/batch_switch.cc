@@ -38,9 +38,11 @@ ProgramMode combined(const std::vector<SwitchReport>& reports, ProgramMode Switc
 // One file's switch, in its child: a summary line and the warnings on stdout, or the error
 // on stderr (with the warnings under it when --strict refused them).
 int switchOneOfMany(Mode target, const SwitchOptions& options, const ModuleTypeRules& rules,
-                    const std::string& input, const std::string& output, unsigned char& note) {
+                    const UserRules& user_rules, const std::string& input,
+                    const std::string& output, unsigned char& note) {
   auto model = Model::open(input, options.limits);
   model->setModuleTypeRules(&rules);
+  model->setUserRules(&user_rules);
   const std::vector<SwitchReport> reports = target == Mode::kTrain ? model->train() : model->eval();
   std::vector<const Finding*> warnings;
   for (const SwitchReport& r : reports) {
@@ -113,7 +115,7 @@ std::string archiveSummary(Mode target, const std::vector<SwitchReport>& reports
 }
 
 int runSwitchMany(Mode target, const SwitchOptions& options, const ModuleTypeRules& rules,
-                  const std::vector<std::string>& outputs) {
+                  const UserRules& user_rules, const std::vector<std::string>& outputs) {
   const std::vector<std::string>& inputs = options.inputs;
   unsigned jobs = options.jobs;
   if (jobs == 0) jobs = static_cast<unsigned>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
@@ -125,7 +127,9 @@ int runSwitchMany(Mode target, const SwitchOptions& options, const ModuleTypeRul
 
   auto task = [&](std::size_t i, unsigned char& note) {
     return reportingErrors(
-        [&] { return switchOneOfMany(target, options, rules, inputs[i], outputs[i], note); },
+        [&] {
+          return switchOneOfMany(target, options, rules, user_rules, inputs[i], outputs[i], note);
+        },
         inputs[i]);
   };
   auto finished = [&](std::size_t i, ChildResult& result) {

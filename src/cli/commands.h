@@ -9,6 +9,7 @@
 #include "exmode/findings.h"
 #include "exmode/passes.h"
 #include "exmode/program.h"
+#include "exmode/user_rules.h"
 
 namespace exmode::cli {
 
@@ -16,6 +17,7 @@ struct SwitchOptions {
   std::vector<std::string> inputs;  // one archive, or many (batch_switch.cc)
   ReadLimits limits;
   std::vector<std::string> module_types;  // extra module type lists (findings.h)
+  std::vector<std::string> rules;         // user rule files (user_rules.h)
   bool strict = false;                    // refuse to write when a warning is found
   std::string output;
   bool in_place = false;
@@ -28,6 +30,7 @@ struct InspectOptions {
   std::vector<std::string> inputs;
   ReadLimits limits;
   std::vector<std::string> module_types;
+  std::vector<std::string> rules;
   bool json = false;
 };
 
@@ -35,6 +38,10 @@ struct InspectOptions {
 void addLimitOptions(CLI::App& command, ReadLimits& limits);
 // --module-types FILE (repeatable): module type lists added to the built-in one.
 void addModuleTypesOption(CLI::App& command, std::vector<std::string>& files);
+// --rules FILE (repeatable): user rule files (user_rules.h, docs/RULES.md).
+void addRulesOption(CLI::App& command, std::vector<std::string>& files);
+// The rules of `files`, read before any input is opened.
+UserRules userRules(const std::vector<std::string>& files);
 // The built-in module type list plus `files`.
 ModuleTypeRules moduleTypeRules(const std::vector<std::string>& files);
 // "  warning: node  op  module (type)  kind: reason" without the indent and newline.
@@ -51,7 +58,7 @@ std::vector<std::string> plannedOutputs(const SwitchOptions& options);
 // `exmode eval|train A B ... (-o DIR | --in-place)`: each input in a child process of its
 // own, one summary line per file, a final count; the exit status of the worst failure.
 int runSwitchMany(Mode target, const SwitchOptions& options, const ModuleTypeRules& rules,
-                  const std::vector<std::string>& outputs);
+                  const UserRules& user_rules, const std::vector<std::string>& outputs);
 // The one line of a switch summed over an archive's programs, without the file name:
 // "train -> eval (3 changes, 1 warning)", "already in eval mode; nothing changed", ...
 std::string archiveSummary(Mode target, const std::vector<SwitchReport>& reports);

@@ -16,6 +16,7 @@ void addInspectCommand(CLI::App& app, InspectOptions& options) {
   command->add_option("input", options.inputs, "PT2 archives to read (one or many)")->required();
   command->add_flag("--json", options.json, "Print JSON instead of text");
   addModuleTypesOption(*command, options.module_types);
+  addRulesOption(*command, options.rules);
   addLimitOptions(*command, options.limits);
 }
 
@@ -91,14 +92,14 @@ void appendSiteJson(std::string& out, const Site& s) {
 }
 
 int inspectFile(const InspectOptions& options, const ModuleTypeRules& rules,
-                const std::string& input) {
+                const UserRules& user_rules, const std::string& input) {
   auto model = Model::open(input, options.limits);
   std::string out = "{\"file\": ";
   json::appendString(out, input);
   out += ", \"programs\": [";
   bool first_program = true;
   for (const std::string& name : model->programNames()) {
-    const std::vector<Site> sites = collectSites(model->program(name));
+    const std::vector<Site> sites = collectSites(model->program(name), &user_rules);
     const std::vector<Finding> findings = analyze(model->program(name), sites, rules);
     if (!options.json) {
       printText(name, sites, findings);
@@ -130,14 +131,16 @@ int inspectFile(const InspectOptions& options, const ModuleTypeRules& rules,
 
 int runInspect(const InspectOptions& options) {
   const ModuleTypeRules rules = moduleTypeRules(options.module_types);
+  const UserRules user_rules = userRules(options.rules);
   const std::vector<std::string>& inputs = options.inputs;
-  if (inputs.size() == 1) return inspectFile(options, rules, inputs[0]);
+  if (inputs.size() == 1) return inspectFile(options, rules, user_rules, inputs[0]);
   // Many files: each read in a child, as the switches are (child_runner.h), and printed whole in
   // the order given: text under a `==> IN <==` line, JSON as one document per line.
   ProgressLine progress(true);
   int status = 0;
   auto task = [&](std::size_t i, unsigned char&) {
-    return reportingErrors([&] { return inspectFile(options, rules, inputs[i]); }, inputs[i]);
+    return reportingErrors([&] { return inspectFile(options, rules, user_rules, inputs[i]); },
+                           inputs[i]);
   };
   auto finished = [&](std::size_t i, ChildResult& result) {
     progress.clear();

@@ -39,6 +39,17 @@ void addModuleTypesOption(CLI::App& command, std::vector<std::string>& files) {
                      "data/mode_dependent_modules.txt)");
 }
 
+void addRulesOption(CLI::App& command, std::vector<std::string>& files) {
+  command.add_option("--rules", files,
+                     "Also switch by the rules of this file (repeatable; format: docs/RULES.md)");
+}
+
+UserRules userRules(const std::vector<std::string>& files) {
+  UserRules rules;
+  for (const std::string& file : files) rules.addFile(file);
+  return rules;
+}
+
 ModuleTypeRules moduleTypeRules(const std::vector<std::string>& files) {
   ModuleTypeRules rules = ModuleTypeRules::builtIn();
   for (const std::string& file : files) rules.addFile(file);
@@ -81,6 +92,7 @@ void addSwitchCommand(CLI::App& app, const std::string& name, const std::string&
   command->add_flag("--strict", options.strict,
                     "Fail (exit 5, nothing written) when the switch cannot be exact (a warning)");
   addModuleTypesOption(*command, options.module_types);
+  addRulesOption(*command, options.rules);
   addLimitOptions(*command, options.limits);
   command->callback([command, output, in_place] {
     if (output->count() == 0 && in_place->count() == 0) {
@@ -93,9 +105,10 @@ namespace {
 
 // One archive, as the tool has always switched it: every change, warning and program.
 int switchFile(Mode target, const SwitchOptions& options, const ModuleTypeRules& rules,
-               const std::string& input, const std::string& output) {
+               const UserRules& user_rules, const std::string& input, const std::string& output) {
   auto model = Model::open(input, options.limits);
   model->setModuleTypeRules(&rules);
+  model->setUserRules(&user_rules);
   const std::vector<SwitchReport> reports = target == Mode::kTrain ? model->train() : model->eval();
   std::size_t warnings = 0;
   for (const SwitchReport& report : reports) warnings += report.warnings.size();
@@ -152,11 +165,12 @@ int switchFile(Mode target, const SwitchOptions& options, const ModuleTypeRules&
 
 int runSwitch(Mode target, const SwitchOptions& options) {
   const ModuleTypeRules rules = moduleTypeRules(options.module_types);
+  const UserRules user_rules = userRules(options.rules);
   const std::vector<std::string> outputs = plannedOutputs(options);
   if (options.inputs.size() == 1) {
-    return switchFile(target, options, rules, options.inputs[0], outputs[0]);
+    return switchFile(target, options, rules, user_rules, options.inputs[0], outputs[0]);
   }
-  return runSwitchMany(target, options, rules, outputs);
+  return runSwitchMany(target, options, rules, user_rules, outputs);
 }
 
 }  // namespace exmode::cli

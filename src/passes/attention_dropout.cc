@@ -12,7 +12,9 @@
 // programs switched before it moved there hold it as a metadata field of its own, which is
 // still read). To train: restore p from there. An eval export never had p
 // in its graph: such a node is a fixed site, left alone, and the findings analysis warns
-// that its train-mode p is unknown.
+// that its train-mode p is unknown, unless an attention_dropout user rule (user_rules.h)
+// gives p for its module path: switchMode then makes it an eval site with that p before
+// this pass runs (user_rules_values.cc), and the switch to train writes it as above.
 // Conditions: every sdpa node; dropout_p a literal float.
 #include <charconv>
 

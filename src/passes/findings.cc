@@ -450,7 +450,9 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
             node, Finding::Kind::kUnrecorded, Finding::When::kToTrain,
             "attention dropout_p is 0.0 here and exmode did not switch this program from train: "
             "attention code passes `p if self.training else 0.0`, so an eval export does not "
-            "record the train-mode dropout_p, and the switch leaves it at 0.0"));
+            "record the train-mode dropout_p, and the switch leaves it at 0.0 (an "
+            "attention_dropout "
+            "rule can give it: docs/RULES.md)"));
       }
     } else if (family == "dropout") {
       if (site.state != Site::State::kEval) continue;
@@ -461,7 +463,8 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
             node, Finding::Kind::kUnrecorded, Finding::When::kToTrain,
             "dropout p is 0.0 in an eval program outside an nn.Dropout module: code that passes "
             "`p if self.training else 0.0` (most attention code) records 0.0, so the train-mode "
-            "p is unknown and the switch leaves it at 0.0"));
+            "p is unknown and the switch leaves it at 0.0 (an attention_dropout rule can give it: "
+            "docs/RULES.md)"));
       }
       if (looksMerged(graph, node) && !remembered::get(node, kFromTrainExport)) {
         {
@@ -500,6 +503,13 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
 }  // namespace passes
 
 namespace passes {
+
+void modulePaths(std::string_view stack, std::vector<std::string_view>& out) {
+  std::vector<ModuleEntry> entries;
+  splitStack(stack, entries);
+  out.clear();
+  for (const ModuleEntry& e : entries) out.push_back(e.path);
+}
 
 void sortByGraphOrder(const Graph& graph, std::vector<Finding>& findings) {
   if (findings.size() < 2) return;

@@ -33,6 +33,9 @@ inline constexpr std::string_view kFromTrainExport = "exmode_dropout_from_train"
 // nothing reads the input after it, and the output has several readers.
 bool looksMerged(const Graph& graph, const Node& dropout);
 
+// The module paths of an nn_module_stack text ("key,path,type;..."), outermost first.
+void modulePaths(std::string_view stack, std::vector<std::string_view>& out);
+
 // Sorts findings by where their node is: placeholders first, then nodes in graph order.
 void sortByGraphOrder(const Graph& graph, std::vector<Finding>& findings);
 

@@ -6,6 +6,7 @@
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
 #include "passes/findings_internal.h"
+#include "passes/user_rules_internal.h"
 
 namespace exmode {
 
@@ -37,13 +38,14 @@ std::string_view siteStateName(Site::State state) {
   return "fixed";
 }
 
-std::vector<Site> collectSites(const Graph& graph) {
+std::vector<Site> collectSites(const Graph& graph, const UserRules* rules) {
   std::vector<Site> sites;
-  for (const ModePass* pass : modePasses()) {
+  for (const ModePass* pass : passes::passList(rules)) {
     const std::size_t first = sites.size();
     pass->collectSites(graph, sites, SiteDetail::kFull);
     for (std::size_t i = first; i < sites.size(); ++i) sites[i].pass = pass;
   }
+  if (rules != nullptr) passes::applyAttentionRules(*rules, sites);
   std::stable_sort(sites.begin(), sites.end(),
                    [](const Site& a, const Site& b) { return a.node->order() < b.node->order(); });
   return sites;
@@ -116,9 +118,10 @@ void mergeByGraphOrder(std::vector<Change>& changes, const std::vector<std::size
 
 // Nested graphs are kept verbatim and not switched: a mode-sensitive op inside one makes
 // the program unsupported rather than silently half-switched.
-void refuseNestedSites(const Graph& graph) {
+void refuseNestedSites(const Graph& graph, const UserRules* rules) {
+  const std::vector<const ModePass*> all = passes::passList(rules);
   for (const NestedNode& nested : graph.nestedNodes()) {
-    for (const ModePass* pass : modePasses()) {
+    for (const ModePass* pass : all) {
       const auto& targets = pass->targets();
       if (std::find(targets.begin(), targets.end(), nested.target) == targets.end()) continue;
       throw Error(ErrorKind::kUnsupported,
@@ -133,20 +136,21 @@ void refuseNestedSites(const Graph& graph) {
 
 }  // namespace
 
-std::vector<Site> collectSites(const Program& program) {
+std::vector<Site> collectSites(const Program& program, const UserRules* rules) {
   return namingTheProgram(program, [&] {
-    refuseNestedSites(program.graph());
-    return collectSites(program.graph());
+    refuseNestedSites(program.graph(), rules);
+    return collectSites(program.graph(), rules);
   });
 }
 
 namespace {
 
 // Every pass's sites at SiteDetail::kState, pass after pass, and where each pass's start.
-void collectPassSites(const Program& program, std::vector<Site>& sites,
+void collectPassSites(const Program& program, std::span<const ModePass* const> pass_list,
+                      const UserRules* rules, std::vector<Site>& sites,
                       std::vector<std::size_t>& pass_sites) {
-  refuseNestedSites(program.graph());
-  for (const ModePass* pass : modePasses()) {
+  refuseNestedSites(program.graph(), rules);
+  for (const ModePass* pass : pass_list) {
     const std::size_t first = sites.size();
     pass_sites.push_back(first);
     pass->collectSites(program.graph(), sites, SiteDetail::kState);
@@ -158,8 +162,10 @@ void collectPassSites(const Program& program, std::vector<Site>& sites,
 }  // namespace
 
 SwitchReport switchMode(Program& program, Mode target, std::string program_name, SwitchCache* cache,
-                        const ModuleTypeRules* rules, rewrite::Listener* listener) {
+                        const ModuleTypeRules* rules, rewrite::Listener* listener,
+                        const UserRules* user_rules) {
   if (rules == nullptr) rules = &ModuleTypeRules::builtIn();
+  const std::vector<const ModePass*> all_passes = passes::passList(user_rules);
   return namingTheProgram(program, [&] {
     SwitchReport report;
     report.program = std::move(program_name);
@@ -170,7 +176,8 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
     std::vector<Finding> structural;
     bool structural_known = false;
     Graph& graph = program.graph();
-    if (cache != nullptr && cache->graph_id == graph.id() && cache->version == graph.version()) {
+    if (cache != nullptr && cache->graph_id == graph.id() && cache->version == graph.version() &&
+        cache->user_rules == user_rules) {
       sites = std::move(cache->sites);
       pass_sites = std::move(cache->pass_sites);
       if (cache->rules == rules) {
@@ -178,7 +185,8 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
         structural_known = true;
       }
     } else {
-      collectPassSites(program, sites, pass_sites);
+      collectPassSites(program, all_passes, user_rules, sites, pass_sites);
+      if (user_rules != nullptr) passes::applyAttentionRules(*user_rules, sites);
     }
     // Kept again only once this switch is through: one that throws half-way leaves none.
     if (cache != nullptr) *cache = {};
@@ -196,15 +204,18 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
       report.warnings = findingsForSwitch(found, report.before, target);
       passes::sortByGraphOrder(graph, report.warnings);
     }
-    const auto& passes = modePasses();
     rewrite::Rewriter rewriter(program);
     rewriter.setListener(listener);
     std::vector<std::size_t> runs;
     report.changes.reserve(sites.size());
-    for (std::size_t i = 0; i < passes.size(); ++i) {
+    for (std::size_t i = 0; i < all_passes.size(); ++i) {
       runs.push_back(report.changes.size());
       const std::span<Site> own(sites.data() + pass_sites[i], pass_sites[i + 1] - pass_sites[i]);
-      passes[i]->apply(rewriter, target, own, report);
+      all_passes[i]->apply(rewriter, target, own, report);
+    }
+    if (user_rules != nullptr && !user_rules->attentionDropoutRules().empty()) {
+      runs.push_back(report.changes.size());
+      passes::writeRuleP(rewriter, target, sites, report);
     }
     graph.renumber();
     graph.releaseErased();
@@ -219,7 +230,8 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
                 .sites = std::move(sites),
                 .pass_sites = std::move(pass_sites),
                 .structural = structural_known ? std::move(structural) : std::vector<Finding>{},
-                .rules = structural_known ? rules : nullptr};
+                .rules = structural_known ? rules : nullptr,
+                .user_rules = user_rules};
     }
     return report;
   });

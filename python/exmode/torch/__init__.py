@@ -22,6 +22,7 @@ import types
 import torch
 
 from .. import _core
+from .._rules import core_rules
 from ._fx_edits import EditReplay, copy_graph
 from ._fx_program import ProgramWriter
 from ._module_switch import (
@@ -44,13 +45,14 @@ __all__ = [
 ]
 
 
-def _switch_module(model, target, strict, module_types):
+def _switch_module(model, target, strict, module_types, rules=None):
     # The call that changes nothing, first and cheap: a training loop makes it every step.
+    # `rules` are the core's (core_rules): None keeps those of the module's state.
     state = model.__dict__.get("_exmode_state")
-    if (state is not None and state.mode == target and not module_types
+    if (state is not None and state.mode == target and not module_types and rules is None
             and model.__dict__.get("training") is (target == "train") and state.current(model)):
         return model
-    state = module_state(model, module_types)
+    state = module_state(model, module_types, rules=rules)
     report = state.switch(model, target, strict)
     if report is not None and state.reports.get(target) is report and not report.get("_warned"):
         report["_warned"] = True
@@ -59,22 +61,25 @@ def _switch_module(model, target, strict, module_types):
     return model
 
 
-def move_exported_model_to_eval(model, *, strict=False, module_types=()):
+def move_exported_model_to_eval(model, *, strict=False, module_types=(), rules=None):
     """Moves the GraphModule of an exported program (`ep.module()`, also after
-    prepare_qat_pt2e / convert_pt2e) to eval mode, in place; returns it. Idempotent."""
-    return _switch_module(model, "eval", strict, module_types)
+    prepare_qat_pt2e / convert_pt2e) to eval mode, in place; returns it. Idempotent.
+    rules: user rules (docs/RULES.md; a path, an exmode.Rules or a list of them); once
+    given, later switches of the module use them until others are given."""
+    return _switch_module(model, "eval", strict, module_types, core_rules(rules))
 
 
-def move_exported_model_to_train(model, *, strict=False, module_types=()):
+def move_exported_model_to_train(model, *, strict=False, module_types=(), rules=None):
     """Moves the module to train mode, in place; returns it. Idempotent."""
-    return _switch_module(model, "train", strict, module_types)
+    return _switch_module(model, "train", strict, module_types, core_rules(rules))
 
 
-def allow_exported_model_train_eval(model, *, strict=False, module_types=()):
+def allow_exported_model_train_eval(model, *, strict=False, module_types=(), rules=None):
     """Makes `model.train()`, `model.train(False)` and `model.eval()` switch the module's
     graph (each returns the model, as nn.Module's do), and sets `model.training` to the
     mode the graph is in. Returns the model."""
-    state = module_state(model, module_types)
+    core = core_rules(rules)
+    state = module_state(model, module_types, rules=core)
     if state.mode in ("train", "eval"):
         set_training(model, state.mode == "train")
 
@@ -87,7 +92,7 @@ def allow_exported_model_train_eval(model, *, strict=False, module_types=()):
     model.train = types.MethodType(_train, model)
     model.eval = types.MethodType(_eval, model)
     model.__dict__[ALLOWED] = lambda copy: allow_exported_model_train_eval(
-        copy, strict=strict, module_types=module_types)
+        copy, strict=strict, module_types=module_types, rules=rules)
     return model
 
 
@@ -114,10 +119,10 @@ def _program_writer(ep):
     return ProgramWriter(ep.graph_module, specs, outputs)
 
 
-def _host_program(ep, module_types=()):
+def _host_program(ep, module_types=(), rules=None):
     writer = _program_writer(ep)
     json_text = writer.write(ep.graph)
-    return _core.HostProgram(json_text, "ExportedProgram", list(module_types)), writer
+    return _core.HostProgram(json_text, "ExportedProgram", list(module_types), rules), writer
 
 
 def _signature_for(graph, signature):
@@ -133,10 +138,10 @@ def _signature_for(graph, signature):
     return signature
 
 
-def _switch_program(ep, target, strict, module_types):
+def _switch_program(ep, target, strict, module_types, rules):
     if not isinstance(ep, torch.export.ExportedProgram):
         raise TypeError(f"expected a torch.export.ExportedProgram, got {type(ep).__name__}")
-    program, writer = _host_program(ep, module_types)
+    program, writer = _host_program(ep, module_types, core_rules(rules))
     mode = program.mode()
     if mode in (target, "none"):
         if mode == "none":
@@ -158,25 +163,30 @@ def _switch_program(ep, target, strict, module_types):
     return switched
 
 
-def eval(ep, *, strict=False, module_types=()):  # noqa: A001 - the mode's name
+def eval(ep, *, strict=False, module_types=(), rules=None):  # noqa: A001 - the mode's name
     """The ExportedProgram `ep` in eval mode: a new program sharing ep's weights and
-    constants (the same tensor objects), or `ep` itself when it already is in eval mode."""
-    return _switch_program(ep, "eval", strict, module_types)
+    constants (the same tensor objects), or `ep` itself when it already is in eval mode.
+    rules: user rules (docs/RULES.md), as for move_exported_model_to_eval."""
+    return _switch_program(ep, "eval", strict, module_types, rules)
 
 
-def train(ep, *, strict=False, module_types=()):
+def train(ep, *, strict=False, module_types=(), rules=None):
     """The ExportedProgram `ep` in train mode (see eval)."""
-    return _switch_program(ep, "train", strict, module_types)
+    return _switch_program(ep, "train", strict, module_types, rules)
 
 
-def inspect(model, *, module_types=()):
+def inspect(model, *, module_types=(), rules=None):
     """The row of `exmode inspect --json` for an ExportedProgram or an exported module:
     its mode, its mode-sensitive sites and what a switch would warn of."""
     if isinstance(model, torch.export.ExportedProgram):
-        return _host_program(model, module_types)[0].inspect()
+        return _host_program(model, module_types, core_rules(rules))[0].inspect()
     if not isinstance(model, torch.fx.GraphModule):
         raise TypeError(f"expected an ExportedProgram or a torch.fx.GraphModule, got {type(model).__name__}")
     # The graph as it is now: the program a module's state keeps may be in the other mode
     # (a switch to a mode seen before swaps graphs without running the passes).
     json_text = ProgramWriter(model).write(model.graph)
-    return _core.HostProgram(json_text, "GraphModule", list(module_types)).inspect()
+    core = core_rules(rules)
+    state = model.__dict__.get("_exmode_state")
+    if core is None and state is not None:
+        core = state.rules  # the rules the module is switched with
+    return _core.HostProgram(json_text, "GraphModule", list(module_types), core).inspect()

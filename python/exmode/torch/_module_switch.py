@@ -103,7 +103,7 @@ _CODE_ATTRS = ("_exmode_code", "_lineno_map", "_prologue_start", "_in_spec", "_o
 class ModuleState:
     """What exmode keeps on one GraphModule (as `gm._exmode_state`)."""
 
-    def __init__(self, gm, module_types):
+    def __init__(self, gm, module_types, rules=None):
         cls = type(gm)
         if not isinstance(cls.__dict__.get("_code"), _LazyCode):
             cls._code = _LazyCode()
@@ -111,6 +111,8 @@ class ModuleState:
         if "_code" in gm.__dict__:
             gm.__dict__["_exmode_code"] = gm.__dict__.pop("_code")
         self.module_types = list(module_types)
+        self.rules = rules  # the core's user rules (exmode._core.Rules), or None
+        self.rules_key = rules.text() if rules is not None else ""
         self.graphs = {}  # mode -> (graph, {program name: node})
         self.codes = {}  # mode -> (forward, {code attribute: value}), once generated
         self.reports = {}  # mode -> the report of the switch that made its graph
@@ -121,7 +123,7 @@ class ModuleState:
         json_text = writer.write(gm.graph)
         self.stack_traces = writer.stack_traces
         self.stacks = writer.stacks
-        self.program = _core.HostProgram(json_text, "GraphModule", self.module_types)
+        self.program = _core.HostProgram(json_text, "GraphModule", self.module_types, rules)
         self.mode = self.program.mode()
         self.graphs[self.mode] = (gm.graph, {n.name: n for n in gm.graph.nodes})
         self.codes[self.mode] = self._code_of(gm)
@@ -245,17 +247,22 @@ def _deepcopy_module(self, memo):
 ALLOWED = "_exmode_allowed"
 
 
-def module_state(gm, module_types=(), fresh=False):
-    """The module's state, made anew when the module changed since the last switch."""
+def module_state(gm, module_types=(), fresh=False, rules=None):
+    """The module's state, made anew when the module changed since the last switch. rules
+    (the core's user rules) None keeps those the state was made with."""
     if not isinstance(gm, GraphModule):
         raise TypeError(f"expected a torch.fx.GraphModule (from ExportedProgram.module()), "
                         f"got {type(gm).__name__}")
     state = gm.__dict__.get(_STATE)
     other_rules = state is not None and module_types and list(module_types) != state.module_types
+    if state is not None and rules is not None and rules.text() != state.rules_key:
+        other_rules = True
+    if rules is None and state is not None:
+        rules = state.rules  # a switch without rules keeps switching the rules' sites
     if fresh or state is None or other_rules or not state.current(gm):
         if state is not None and state.pending:
             state.compile(gm)  # the module's graph as it is now, with its code
-        state = ModuleState(gm, module_types)
+        state = ModuleState(gm, module_types, rules)
         gm.__dict__[_STATE] = state
     return state
 
