@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "exmode/error.h"
 #include "exmode/findings.h"
 #include "exmode/passes.h"
 #include "exmode/program.h"
