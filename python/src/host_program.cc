@@ -116,20 +116,17 @@ class HostProgram {
   // and the edits that make the host's graph the switched program).
   nb::tuple switchMode(const std::string& mode) {
     const Mode target = parseMode(mode);
+    refuseFunctionalIr(target);
     nb::list edits;
     EditRecorder recorder(edits);
     const SwitchReport report = exmode::switchMode(*program_, target, name_, &cache_, rules_.get(),
                                                    &recorder, user_rules_.get());
     if (recorder.changedForms()) {
-      // The host's graph is untouched: this program goes back to what the host wrote.
+      // A pass changed an op after all: the host's graph is untouched, and this program goes
+      // back to what the host wrote.
       program_ = Program::parse(json_, name_);
       cache_ = SwitchCache{};
-      throw Error(ErrorKind::kUnsupported,
-                  "program '" + name_ +
-                      "' is in the functional IR of run_decompositions(); switching it changes "
-                      "ops and graph outputs, which exmode does not replay on FX graphs yet: save "
-                      "the ExportedProgram and switch the archive (exmode.open(path).eval() or "
-                      "the exmode command)");
+      throw functionalIrError();
     }
     return nb::make_tuple(reportDict(reportRow(report)), edits);
   }
@@ -151,6 +148,32 @@ class HostProgram {
   std::string json() const { return program_->toJson(); }
 
  private:
+  // The functional IR's batch norm and dropout change ops and graph outputs, which the FX
+  // replay (_fx_edits.py) does not do: such a switch is refused before anything changes.
+  void refuseFunctionalIr(Mode target) const {
+    for (const Site& site : collectSites(*program_, user_rules_.get())) {
+      const std::string_view pass = site.pass == nullptr ? "" : site.pass->name();
+      if ((pass == "batch_norm_functional" || pass == "dropout_functional") &&
+          site.state != Site::State::kFixed && site.state != siteStateOf(target)) {
+        throw functionalIrError(site.node);
+      }
+    }
+  }
+  static Site::State siteStateOf(Mode target) {
+    return target == Mode::kTrain ? Site::State::kTrain : Site::State::kEval;
+  }
+  Error functionalIrError(const Node* node = nullptr) const {
+    const std::string where = node == nullptr ? std::string()
+                                              : ": node '" + std::string(node->name()) + "' (" +
+                                                    std::string(shortTarget(node->target())) + ")";
+    return Error(ErrorKind::kUnsupported,
+                 "program '" + name_ + "'" + where +
+                     " is in the functional IR of run_decompositions(); switching it changes "
+                     "ops and graph outputs, which exmode does not replay on FX graphs yet: save "
+                     "the ExportedProgram and switch the archive (exmode.open(path).eval() or "
+                     "the exmode command)");
+  }
+
   std::string name_;
   std::string json_;  // what the host wrote, to start over from after a refused switch
   std::unique_ptr<ModuleTypeRules> rules_;       // the switch cache keeps a pointer to it
