@@ -24,6 +24,7 @@
 #include "exmode/pattern.h"
 #include "passes/change.h"
 #include "passes/norm_counter.h"
+#include "passes/remembered.h"
 #include "program/json_text.h"
 
 namespace exmode::passes {
@@ -36,6 +37,7 @@ constexpr std::string_view kTrainTarget =
     "torch.ops.aten._native_batch_norm_legit_functional.default";
 constexpr std::string_view kEvalTarget =
     "torch.ops.aten._native_batch_norm_legit_no_training.default";
+constexpr std::string_view kFromTrain = "exmode_from_train";
 constexpr std::size_t kTrainOutputs = 5;  // y, save_mean, save_rstd, new_rm, new_rv
 constexpr std::size_t kEvalOutputs = 3;   // y, and two empty tensors
 
@@ -225,6 +227,8 @@ class BatchNormFunctionalPass final : public ModePass {
     }
     rewriter.setTarget(node, kEvalTarget);
     rewriter.removeInput(node, "training");
+    // Says the program came from a train export (erased_modules.cc): no dropout was erased.
+    if (remembered::usable(node)) remembered::set(rewriter, node, kFromTrain, "true");
     rewriter.truncateOutputs(node, kEvalOutputs);
     const RawJson input_meta = tensorInput(node, "input").tensorMeta();
     if (!input_meta.empty()) {
@@ -247,6 +251,8 @@ class BatchNormFunctionalPass final : public ModePass {
     requireBuffers(graph, node, mean_placeholder, var_placeholder);
     rewriter.setTarget(node, kTrainTarget);
     rewriter.insertInput(node, {"training", rewriter.boolArg(true), "1"}, "momentum");
+    if (!node.metadataFieldJson("custom").empty() && remembered::usable(node))
+      remembered::set(rewriter, node, kFromTrain, std::nullopt);
     // The saved statistics are per channel, like the running ones.
     for (std::size_t i = 1; i < kEvalOutputs; ++i) {
       if (Value* v = node.outputs()[i].tensor()) rewriter.setTensorMeta(*v, mean.tensorMeta());

@@ -440,6 +440,7 @@ bool looksMerged(const Graph& graph, const Node& dropout) {
 }
 
 void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<Finding>& out) {
+  forgetErasuresIfSwitched(sites, out);
   for (const Site& site : sites) {
     const Node& node = *site.node;
     // Which family a site is of, the pass that found it says: the op lists live there.

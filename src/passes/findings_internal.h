@@ -17,8 +17,14 @@ std::vector<Finding> structuralFindings(const Graph& graph, std::span<const Site
 // Modules of a decomposed program (verifier ATEN, run_decompositions()) that ran at export
 // but left no node and hold no state: the decomposition erases a dropout that does nothing
 // in the mode exported (in-place dropout, Dropout1d/2d/3d, AlphaDropout in eval), so such a
-// module's other-mode forward is unknown. Appends, to-train.
+// module's other-mode forward is unknown; and the program as a whole, since a dropout in a
+// module with other nodes leaves nothing. Appends, to-train, each without a node (the only
+// unrecorded findings without one).
 void erasedModuleFindings(const Program& program, std::vector<Finding>& out);
+// Removes those findings when a site remembers a switch exmode made (an `exmode_` key in its
+// custom metadata): such a program came from a train export, whose decomposition erases no
+// dropout. siteFindings calls it: whether a site remembers changes with the switches.
+void forgetErasuresIfSwitched(std::span<const Site> sites, std::vector<Finding>& findings);
 
 // What the sites' current states say (train-mode parameters never recorded, merged
 // dropouts, inexact batch norms). Appends in the sites' order.
