@@ -522,10 +522,7 @@ void sortByGraphOrder(const Graph& graph, std::vector<Finding>& findings) {
 
 std::vector<Finding> analyze(const Program& program, const std::vector<Site>& sites,
                              const ModuleTypeRules& rules) {
-  std::vector<Finding> findings = passes::structuralFindings(program.graph(), sites, rules);
-  passes::siteFindings(program.graph(), sites, findings);
-  passes::sortByGraphOrder(program.graph(), findings);
-  return findings;
+  return passes::programFindings(program.graph(), sites, rules);
 }
 
 std::vector<Finding> findingsForSwitch(const std::vector<Finding>& findings, ProgramMode before,

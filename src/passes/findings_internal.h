@@ -27,6 +27,11 @@ inline constexpr std::string_view kFromTrainExport = "exmode_dropout_from_train"
 // nothing reads the input after it, and the output has several readers.
 bool looksMerged(const Graph& graph, const Node& dropout);
 
+// What analyze() finds: the graph's own findings in graph order, then its regions'
+// (regions.cc). `sites` are collectSites(program): the graph's and its regions'.
+std::vector<Finding> programFindings(const Graph& graph, std::span<const Site> sites,
+                                     const ModuleTypeRules& rules);
+
 // Sorts findings by where their node is: placeholders first, then nodes in graph order.
 void sortByGraphOrder(const Graph& graph, std::vector<Finding>& findings);
 

@@ -161,12 +161,32 @@ void Graph::indexInputSpecs() const {
 }
 
 const SignatureSpec* Graph::inputSpecOf(const Value* value) const {
+  if (region_ != nullptr) {
+    // A region has no signature: an input is what the caller passes, described by the
+    // caller's graph.
+    if (value == nullptr || value->producer_ != nullptr) return nullptr;
+    for (std::size_t i = 0; i < inputs_.size(); ++i) {
+      if (inputs_[i].tensor() != value) continue;
+      const Value* outer = operandOf(i);
+      return outer == nullptr ? nullptr : parent_->inputSpecOf(outer);
+    }
+    return nullptr;
+  }
   indexInputSpecs();
   auto it = input_spec_index_.find(value);
   return it == input_spec_index_.end() ? nullptr : &input_specs_[it->second];
 }
 
 Value* Graph::bufferInput(std::string_view buffer_name) const {
+  if (region_ != nullptr) {
+    // The region's input the caller passes the buffer to, if it does.
+    const Value* outer = parent_->bufferInput(buffer_name);
+    if (outer == nullptr) return nullptr;
+    for (std::size_t i = 0; i < inputs_.size(); ++i) {
+      if (operandOf(i) == outer) return inputs_[i].tensor();
+    }
+    return nullptr;
+  }
   indexInputSpecs();
   auto it = buffer_index_.find(buffer_name);
   return it == buffer_index_.end() ? nullptr : it->second;
