@@ -270,7 +270,8 @@ class Graph {
   // recycles the storage of their output values; pointers to either become invalid. Called
   // at the end of each switch, so toggling a program does not grow its memory.
   void releaseErased();
-  // A fresh value name `base`, `base_1`, `base_2`, ... not used in the graph.
+  // A fresh value name `base`, `base_1`, `base_2`, ... not used in the graph (nor, in a
+  // region's graph, in the graphs enclosing it).
   std::string freshName(std::string_view base) const;
   // Data derived from a graph (a switch's sites, see SwitchCache) is current while the
   // graph's id() and version() are those it was derived at. No two graphs of a process share
@@ -283,6 +284,7 @@ class Graph {
   friend class ProgramWriter;
   friend class rewrite::Rewriter;
   void indexInputSpecs() const;
+  bool nameTaken(std::string_view name) const;
   // Storage for a value a rewrite defines: a recycled slot, or a new one.
   Value& newValue();
   // Marks the graph changed (a new version()).

@@ -288,8 +288,17 @@ void Graph::renumber() {
   for (auto& node : nodes_) node->order_ = order += kOrderGap;
 }
 
+bool Graph::nameTaken(std::string_view name) const {
+  // torch names a region's values apart from those of the graphs around it (it traces them
+  // as one graph before it splits the regions out).
+  for (const Graph* g = this; g != nullptr; g = g->parent_) {
+    if (g->tryGetValue(name) != nullptr) return true;
+  }
+  return false;
+}
+
 std::string Graph::freshName(std::string_view base) const {
-  if (tryGetValue(base) == nullptr) return std::string(base);
+  if (!nameTaken(base)) return std::string(base);
   // Suffixes already tried for this base are remembered, so naming n new values with one
   // base costs O(n), not O(n^2).
   // (abseil's string hash takes its own string_view type for heterogeneous lookup)
@@ -304,7 +313,7 @@ std::string Graph::freshName(std::string_view base) const {
     const auto end = std::to_chars(digits, digits + sizeof digits, ++next).ptr;
     name.resize(stem);
     name.append(digits, end);
-    if (tryGetValue(name) == nullptr) return name;
+    if (!nameTaken(name)) return name;
   }
 }
 
