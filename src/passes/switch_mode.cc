@@ -127,8 +127,10 @@ void refuseNestedSites(const Graph& graph) {
                   "node '" + std::string(nested.owner->name()) + "' (" +
                       std::string(shortTarget(nested.owner->target())) +
                       ") holds a nested graph with " + std::string(shortTarget(nested.target)) +
-                      " that is not a complete graph (inputs, outputs, nodes, tensor_values), "
-                      "and exmode does not switch inside such nested graphs");
+                      " kept as it is (not a complete graph with inputs, outputs, nodes and "
+                      "tensor_values, as a module's FX graph is written), and exmode does not "
+                      "switch inside it: save the program (torch.export.save) and switch the "
+                      "file");
     }
   }
 }

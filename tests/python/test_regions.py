@@ -223,3 +223,17 @@ def test_mixed_regions_are_reported_mixed(tmp_path):
     from conftest import repack
     mixed = repack(src, tmp_path / "mixed.pt2", modify={"models/model.json": text.encode()})
     assert inspect_json(mixed)["programs"][0]["mode"] == "mixed"
+
+
+@pytest.mark.parametrize("name", ["no_grad_batch_norm", "cond_dropout", "autocast_dropout"])
+def test_the_fx_host_refuses_sites_in_regions(name):
+    """exmode.torch switches a module's FX graph, whose nested graphs it does not reach:
+    refused with the way out (switch the saved program), the module left as it was."""
+    import exmode
+    import exmode.torch as et
+
+    m = torch.export.export(_model(name).eval(), _inputs()).module()
+    code = m.code
+    with pytest.raises(exmode.UnsupportedError, match="nested graph.*switch the file"):
+        et.move_exported_model_to_train(m)
+    assert m.code == code
