@@ -33,6 +33,9 @@ struct Site {
   const Node* node = nullptr;
   const ModePass* pass = nullptr;  // the pass that found it (set by the collectors)
   State state = State::kFixed;
+  // The nested graph holding the node, as reports name it (Region::path: "<owner>/<graph>/"),
+  // empty in the program's own graph. Set by collectSites(const Program&).
+  std::string_view region;
   std::optional<double> p;         // dropout probability
   std::optional<double> momentum;  // batch-norm momentum
   std::optional<double> eps;       // batch-norm eps
@@ -65,7 +68,7 @@ enum class SiteDetail { kFull, kState };
 // Views into the program's text (or static text): valid while the program lives. A large
 // switch makes hundreds of thousands of these, so they copy nothing.
 struct Change {
-  std::string_view node;    // node name
+  std::string_view node;    // node name; inside a nested graph prefixed by its Region::path
   std::string_view op;      // short target, e.g. "aten.batch_norm.default"
   std::string_view module;  // module path from nn_module_stack
   std::string_view before;  // e.g. "training=True"

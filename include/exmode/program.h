@@ -185,10 +185,30 @@ struct SignatureSpec {
   Value* value() const { return payload.refs.empty() ? nullptr : payload.refs.front().value; }
 };
 
-// A node inside a nested graph.
+// A node inside a nested graph exmode keeps verbatim (one it does not read as a Region).
 struct NestedNode {
   const Node* owner = nullptr;  // the top-level node whose argument holds the graph
   std::string_view target;
+};
+
+class Graph;
+
+// A nested graph: the `as_graph` argument of a higher-order op (torch.cond branches,
+// wrap_with_set_grad_enabled and wrap_with_autocast bodies, ...), read as a Graph of its
+// own (inputs, outputs, nodes, tensor_values; no signature). Its values are its own: torch
+// names them independently of the enclosing graph. While it is unchanged (its graph's
+// version() is 0) it is written back as the text it was read from.
+struct Region {
+  Node* owner = nullptr;  // the node of the enclosing graph whose input holds it
+  std::size_t input = 0;  // the index of that input in owner->inputs()
+  std::string_view name;  // the GraphArgument's name, e.g. "true_graph_0"
+  std::unique_ptr<Graph> graph;
+  // How reports name what is inside it: "<owner>/<name>/", prefixed by the enclosing
+  // region's path (empty for the top-level graph).
+  std::string path;
+  RawJson text;    // the graph object's source text
+  RawJson before;  // the GraphArgument's text before the graph object ({"name": ..., "graph": )
+  RawJson after;   // and after it
 };
 
 // The graph of one program and its signature. Owns nodes and values. All mutation goes
@@ -221,10 +241,22 @@ class Graph {
   // Built on demand, and rebuilt on the next call after a rewrite inserted nodes or a switch
   // released erased ones (erased nodes still listed until then are skipped).
   const std::vector<Node*>& nodesWithTarget(std::string_view target) const;
-  // Nodes of nested graphs (as_graph arguments of higher-order ops such as torch.cond,
-  // autocast and no_grad regions), with the top-level node that holds them. Nested graphs
-  // are kept verbatim; this list lets passes see what they contain.
+  // Nodes of nested graphs exmode keeps verbatim (an as_graph argument that is not a
+  // complete graph, or one inside another argument), at every depth, with the top-level
+  // node that holds them: this list lets passes see what they contain.
   const std::vector<NestedNode>& nestedNodes() const { return nested_nodes_; }
+  // The nested graphs of this graph's nodes, in node order (regions.cc). Their own nested
+  // graphs are theirs.
+  const std::deque<Region>& regions() const { return regions_; }
+  std::deque<Region>& regions() { return regions_; }
+  // For a region's graph: the region and the graph that holds it; null for a program's
+  // graph.
+  const Region* region() const { return region_; }
+  const Graph* parent() const { return parent_; }
+  // What the caller passes for input `input` of this region's graph: the value in the
+  // parent graph, or null when the caller's operands do not map one to one onto the
+  // region's inputs (regions.cc says how each higher-order op passes them).
+  Value* operandOf(std::size_t input) const;
   // The node after / before `node` in graph order, or null at the end / start.
   const Node* nextNode(const Node& node) const;
   const Node* previousNode(const Node& node) const;
@@ -238,7 +270,8 @@ class Graph {
   // recycles the storage of their output values; pointers to either become invalid. Called
   // at the end of each switch, so toggling a program does not grow its memory.
   void releaseErased();
-  // A fresh value name `base`, `base_1`, `base_2`, ... not used in the graph.
+  // A fresh value name `base`, `base_1`, `base_2`, ... not used in the graph (nor, in a
+  // region's graph, in the graphs enclosing it).
   std::string freshName(std::string_view base) const;
   // Data derived from a graph (a switch's sites, see SwitchCache) is current while the
   // graph's id() and version() are those it was derived at. No two graphs of a process share
@@ -251,6 +284,7 @@ class Graph {
   friend class ProgramWriter;
   friend class rewrite::Rewriter;
   void indexInputSpecs() const;
+  bool nameTaken(std::string_view name) const;
   // Storage for a value a rewrite defines: a recycled slot, or a new one.
   Value& newValue();
   // Marks the graph changed (a new version()).
@@ -300,6 +334,9 @@ class Graph {
   std::vector<std::pair<std::string_view, RawJson>> graph_members_;
   std::vector<std::pair<std::string_view, RawJson>> signature_members_;
   std::vector<NestedNode> nested_nodes_;
+  std::deque<Region> regions_;
+  const Region* region_ = nullptr;
+  const Graph* parent_ = nullptr;
 };
 
 struct SchemaVersion {
@@ -388,6 +425,9 @@ class Program {
 inline constexpr std::string_view kOpTargetPrefix = "torch.ops.";
 // "torch.ops.aten.dropout.default" -> "aten.dropout.default".
 std::string_view shortTarget(std::string_view target);
+
+// The region holding `graph`'s nodes as reports name them: Region::path, or "" at the top.
+std::string_view regionPath(const Graph& graph);
 
 // A one-line-per-node text form of a graph for tests and debugging, e.g.
 //   %batch_norm = aten.batch_norm.default(input=%conv2d, ..., training=true, momentum=0.3)

@@ -63,6 +63,9 @@ class Listener {
 class Rewriter {
  public:
   explicit Rewriter(Program& program) : program_(program), graph_(program.graph()) {}
+  // A rewriter of one of the program's nested graphs (a Region's graph); text it keeps
+  // lives as long as the program.
+  Rewriter(Program& program, Graph& graph) : program_(program), graph_(graph) {}
 
   Graph& graph() { return graph_; }
   // Tells `listener` (null: nobody) of every change from here on.
@@ -122,6 +125,19 @@ class Rewriter {
   void addBufferMutation(Value& value, std::string_view buffer_name);
   // Removes graph output `index` together with its output spec.
   void removeOutput(std::size_t index);
+
+  // Changes to what a region's caller passes it, made on the graph that holds the region
+  // (region_rewriter.cc). Only for ops whose operands are positional inputs after the graph
+  // (wrapsOperands()). Adds input `position` to the region's graph, named `name` (fresh in
+  // that graph), and passes `operand` (a value of this graph) for it; returns the new input.
+  Value& addRegionInput(Region& region, std::size_t position, Value& operand,
+                        std::string_view name);
+  // Removes input `position` of the region's graph (which nothing may read) and its operand.
+  void removeRegionInput(Region& region, std::size_t position);
+  // Whether the caller of `region` passes each operand as an input of its own after the
+  // graph (wrap_with_set_grad_enabled, wrap_with_autocast): then regions can gain and lose
+  // inputs.
+  static bool wrapsOperands(const Region& region);
 
  private:
   bool isGraphOutput(const Value& value) const;

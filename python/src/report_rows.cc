@@ -73,9 +73,9 @@ ProgramRow programRow(const std::string& name, const Program& program, const Mod
   ProgramRow row{
       name, std::string(programModeName(detectMode(sites))), {}, analyze(program, sites, rules)};
   for (const Site& s : sites) {
-    row.sites.push_back({std::string(s.node->name()), std::string(shortTarget(s.node->target())),
-                         s.node->modulePath(), std::string(siteStateName(s.state)), s.p, s.momentum,
-                         s.eps});
+    row.sites.push_back({std::string(s.region) + std::string(s.node->name()),
+                         std::string(shortTarget(s.node->target())), s.node->modulePath(),
+                         std::string(siteStateName(s.state)), s.p, s.momentum, s.eps});
   }
   return row;
 }

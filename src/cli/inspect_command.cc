@@ -32,7 +32,7 @@ void printText(const std::string& name, const std::vector<Site>& sites,
                const std::vector<Finding>& findings) {
   for (const Site& s : sites) {
     const std::string module = s.node->modulePath();
-    std::cout << s.node->name() << "  " << shortTarget(s.node->target()) << "  "
+    std::cout << s.region << s.node->name() << "  " << shortTarget(s.node->target()) << "  "
               << (module.empty() ? "<root>" : module) << "  " << siteStateName(s.state);
     if (s.p) std::cout << "  p=" << number(*s.p);
     if (s.momentum) std::cout << "  momentum=" << number(*s.momentum);
@@ -72,7 +72,7 @@ void appendFindingJson(std::string& out, const Finding& f) {
 
 void appendSiteJson(std::string& out, const Site& s) {
   out += "{\"node\": ";
-  json::appendString(out, s.node->name());
+  json::appendString(out, std::string(s.region) + std::string(s.node->name()));
   out += ", \"op\": ";
   json::appendString(out, shortTarget(s.node->target()));
   out += ", \"module\": ";

@@ -541,10 +541,12 @@ void sortByGraphOrder(const Graph& graph, std::vector<Finding>& findings) {
 
 std::vector<Finding> analyze(const Program& program, const std::vector<Site>& sites,
                              const ModuleTypeRules& rules) {
-  std::vector<Finding> findings = passes::structuralFindings(program.graph(), sites, rules);
-  passes::erasedModuleFindings(program, findings);
-  passes::siteFindings(program.graph(), sites, findings);
-  passes::sortByGraphOrder(program.graph(), findings);
+  std::vector<Finding> findings = passes::programFindings(program.graph(), sites, rules);
+  // What a decomposition erased concerns the whole program, and has no node to sort by.
+  std::vector<Finding> erased;
+  passes::erasedModuleFindings(program, erased);
+  passes::forgetErasuresIfSwitched(sites, erased);
+  findings.insert(findings.end(), erased.begin(), erased.end());
   return findings;
 }
 

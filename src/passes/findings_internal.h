@@ -42,6 +42,11 @@ bool looksMerged(const Graph& graph, const Node& dropout);
 // The module paths of an nn_module_stack text ("key,path,type;..."), outermost first.
 void modulePaths(std::string_view stack, std::vector<std::string_view>& out);
 
+// What analyze() finds: the graph's own findings in graph order, then its regions'
+// (regions.cc). `sites` are collectSites(program): the graph's and its regions'.
+std::vector<Finding> programFindings(const Graph& graph, std::span<const Site> sites,
+                                     const ModuleTypeRules& rules);
+
 // Sorts findings by where their node is: placeholders first, then nodes in graph order.
 void sortByGraphOrder(const Graph& graph, std::vector<Finding>& findings);
 

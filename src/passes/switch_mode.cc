@@ -6,6 +6,7 @@
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
 #include "passes/findings_internal.h"
+#include "passes/regions_internal.h"
 #include "passes/user_rules_internal.h"
 
 namespace exmode {
@@ -116,8 +117,9 @@ void mergeByGraphOrder(std::vector<Change>& changes, const std::vector<std::size
   }
 }
 
-// Nested graphs are kept verbatim and not switched: a mode-sensitive op inside one makes
-// the program unsupported rather than silently half-switched.
+// Nested graphs exmode keeps verbatim (not read as regions) are not switched: a
+// mode-sensitive op inside one makes the program unsupported rather than silently
+// half-switched.
 void refuseNestedSites(const Graph& graph, const UserRules* rules) {
   const std::vector<const ModePass*> all = passes::passList(rules);
   for (const NestedNode& nested : graph.nestedNodes()) {
@@ -128,10 +130,25 @@ void refuseNestedSites(const Graph& graph, const UserRules* rules) {
                   "node '" + std::string(nested.owner->name()) + "' (" +
                       std::string(shortTarget(nested.owner->target())) +
                       ") holds a nested graph with " + std::string(shortTarget(nested.target)) +
-                      ", and exmode does not switch inside nested graphs (torch.cond, autocast, "
-                      "no_grad regions) yet");
+                      " kept as it is (not a complete graph with inputs, outputs, nodes and "
+                      "tensor_values, as a module's FX graph is written), and exmode does not "
+                      "switch inside it: save the program (torch.export.save) and switch the "
+                      "file");
     }
   }
+}
+
+// A host replaying the passes' edits on its own graph (rewrite::Listener) hears of changes
+// to the program's graph only.
+void refuseRegionSitesForHost(std::span<const Site> region_sites) {
+  if (region_sites.empty()) return;
+  const Site& site = region_sites.front();
+  throw Error(ErrorKind::kUnsupported,
+              "node '" + std::string(site.region) + std::string(site.node->name()) + "' (" +
+                  std::string(shortTarget(site.node->target())) +
+                  ") is inside a nested graph, and switching a module's FX graph does not reach "
+                  "into nested graphs: save the program (torch.export.save) and switch the "
+                  "file");
 }
 
 }  // namespace
@@ -139,7 +156,9 @@ void refuseNestedSites(const Graph& graph, const UserRules* rules) {
 std::vector<Site> collectSites(const Program& program, const UserRules* rules) {
   return namingTheProgram(program, [&] {
     refuseNestedSites(program.graph(), rules);
-    return collectSites(program.graph(), rules);
+    std::vector<Site> sites = passes::allSites(program.graph(), SiteDetail::kFull, rules);
+    if (rules != nullptr) passes::applyAttentionRules(*rules, sites);
+    return sites;
   });
 }
 
@@ -190,7 +209,16 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
     }
     // Kept again only once this switch is through: one that throws half-way leaves none.
     if (cache != nullptr) *cache = {};
-    report.before = detectMode(sites);
+    // Regions' sites are collected on every switch (regions are small), and checked before
+    // anything changes.
+    std::vector<Site> region_sites = passes::regionSites(graph, SiteDetail::kState, user_rules);
+    if (listener != nullptr) refuseRegionSitesForHost(region_sites);
+    passes::refuseRegionSwitch(region_sites, graph, target);
+    {
+      std::vector<Site> all = sites;
+      all.insert(all.end(), region_sites.begin(), region_sites.end());
+      report.before = detectMode(all);
+    }
     // What this switch cannot make exact, found before anything changes. A program already
     // in the target mode is the export itself: nothing to report, nothing to find.
     if (!alreadyIn(report.before, target)) {
@@ -201,8 +229,9 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
       }
       std::vector<Finding> found = structural;
       passes::siteFindings(graph, sites, found);
+      passes::sortByGraphOrder(graph, found);
+      passes::appendRegionFindings(graph, region_sites, *rules, found);
       report.warnings = findingsForSwitch(found, report.before, target);
-      passes::sortByGraphOrder(graph, report.warnings);
     }
     rewrite::Rewriter rewriter(program);
     rewriter.setListener(listener);
@@ -220,10 +249,16 @@ SwitchReport switchMode(Program& program, Mode target, std::string program_name,
     graph.renumber();
     graph.releaseErased();
     mergeByGraphOrder(report.changes, runs);
+    // Then the regions, their changes after the graph's own.
+    passes::switchRegions(program, target, region_sites, report, user_rules);
     // The mode reached: each pass set the state of every site it moved. Matching the whole
     // graph again would cost as much as the switch; the passes' tests check that what they
     // report is what they did.
-    report.after = detectMode(sites);
+    {
+      std::vector<Site> all = sites;
+      all.insert(all.end(), region_sites.begin(), region_sites.end());
+      report.after = detectMode(all);
+    }
     if (cache != nullptr) {
       *cache = {.graph_id = graph.id(),
                 .version = graph.version(),

@@ -161,12 +161,32 @@ void Graph::indexInputSpecs() const {
 }
 
 const SignatureSpec* Graph::inputSpecOf(const Value* value) const {
+  if (region_ != nullptr) {
+    // A region has no signature: an input is what the caller passes, described by the
+    // caller's graph.
+    if (value == nullptr || value->producer_ != nullptr) return nullptr;
+    for (std::size_t i = 0; i < inputs_.size(); ++i) {
+      if (inputs_[i].tensor() != value) continue;
+      const Value* outer = operandOf(i);
+      return outer == nullptr ? nullptr : parent_->inputSpecOf(outer);
+    }
+    return nullptr;
+  }
   indexInputSpecs();
   auto it = input_spec_index_.find(value);
   return it == input_spec_index_.end() ? nullptr : &input_specs_[it->second];
 }
 
 Value* Graph::bufferInput(std::string_view buffer_name) const {
+  if (region_ != nullptr) {
+    // The region's input the caller passes the buffer to, if it does.
+    const Value* outer = parent_->bufferInput(buffer_name);
+    if (outer == nullptr) return nullptr;
+    for (std::size_t i = 0; i < inputs_.size(); ++i) {
+      if (operandOf(i) == outer) return inputs_[i].tensor();
+    }
+    return nullptr;
+  }
   indexInputSpecs();
   auto it = buffer_index_.find(buffer_name);
   return it == buffer_index_.end() ? nullptr : it->second;
@@ -268,8 +288,17 @@ void Graph::renumber() {
   for (auto& node : nodes_) node->order_ = order += kOrderGap;
 }
 
+bool Graph::nameTaken(std::string_view name) const {
+  // torch names a region's values apart from those of the graphs around it (it traces them
+  // as one graph before it splits the regions out).
+  for (const Graph* g = this; g != nullptr; g = g->parent_) {
+    if (g->tryGetValue(name) != nullptr) return true;
+  }
+  return false;
+}
+
 std::string Graph::freshName(std::string_view base) const {
-  if (tryGetValue(base) == nullptr) return std::string(base);
+  if (!nameTaken(base)) return std::string(base);
   // Suffixes already tried for this base are remembered, so naming n new values with one
   // base costs O(n), not O(n^2).
   // (abseil's string hash takes its own string_view type for heterogeneous lookup)
@@ -284,7 +313,7 @@ std::string Graph::freshName(std::string_view base) const {
     const auto end = std::to_chars(digits, digits + sizeof digits, ++next).ptr;
     name.resize(stem);
     name.append(digits, end);
-    if (tryGetValue(name) == nullptr) return name;
+    if (!nameTaken(name)) return name;
   }
 }
 

@@ -90,7 +90,22 @@ std::string_view trimEnd(const char* begin, const char* end) {
 class ProgramReader {
  public:
   ProgramReader(Program& program, std::string_view json, const ReadLimits& limits)
-      : program_(program), json_(json), limits_(limits) {}
+      : program_(program),
+        graph_(program.graph_),
+        json_(json),
+        limits_(limits),
+        where_(program.source_name_) {}
+
+  // A reader of one region's graph object (`region.text`, inside the program's source),
+  // under `limits` counted from where the graph object starts.
+  ProgramReader(Program& program, Region& region, const ReadLimits& limits)
+      : program_(program),
+        graph_(*region.graph),
+        json_(region.text),
+        limits_(limits),
+        where_(program.source_name_ + ": nested graph '" +
+               region.path.substr(0, region.path.size() - 1) + "'"),
+        region_(&region) {}
 
   void read() {
     if (json_.size() > limits_.max_json_bytes) {
@@ -110,7 +125,7 @@ class ProgramReader {
   // ------------------------------------------------------------------ errors and access
 
   [[noreturn]] void fail(const std::string& what) const {
-    throw Error(ErrorKind::kBadProgram, program_.source_name_ + ": " + what);
+    throw Error(ErrorKind::kBadProgram, where_ + ": " + what);
   }
 
   // A failed access: a type mismatch says what was expected; anything else is malformed JSON.
@@ -380,6 +395,7 @@ class ProgramReader {
     if (!seen_graph) fail("graph_module has no field 'graph'");
     if (!seen_signature) fail("graph_module has no field 'signature'");
     resolvePending();
+    readRegions();
   }
 
   void readModuleCallGraph(od::array entries) {
@@ -399,7 +415,7 @@ class ProgramReader {
   // ------------------------------------------------------------------ the graph
 
   void readGraph(od::object g) {
-    Graph& graph = program_.graph_;
+    Graph& graph = graph_;
     std::array<bool, 4> seen{};
     fields(g, "graph", [&](std::string_view k, od::value v) {
       if (k == "inputs") {
@@ -440,7 +456,7 @@ class ProgramReader {
   }
 
   void readTensorValues(od::object tensor_values) {
-    Graph& graph = program_.graph_;
+    Graph& graph = graph_;
     for (auto result : tensor_values) {
       od::field field;
       if (auto error = std::move(result).get(field)) {
@@ -520,7 +536,9 @@ class ProgramReader {
     od::array nodes;
     const simdjson::padded_string copy(json_);
     if (parser.iterate(copy).get(doc) == simdjson::SUCCESS &&
-        doc.at_pointer("/graph_module/graph/nodes").get_array().get(nodes) == simdjson::SUCCESS) {
+        doc.at_pointer(region_ != nullptr ? "/nodes" : "/graph_module/graph/nodes")
+                .get_array()
+                .get(nodes) == simdjson::SUCCESS) {
       std::size_t i = 0;
       for (auto element : nodes) {
         std::string_view name;
@@ -538,7 +556,7 @@ class ProgramReader {
   }
 
   void readNode(od::value v) {
-    Graph& graph = program_.graph_;
+    Graph& graph = graph_;
     const char* begin = start(v);
     od::object o = object(v, "node");
     auto owned = std::make_unique<Node>();
@@ -569,8 +587,10 @@ class ProgramReader {
         // keeps no spare capacity (a large program has a million nodes) and is not
         // reallocated while it grows.
         input_scratch_.clear();
-        elements(inputs, "node inputs",
-                 [&](od::value in) { input_scratch_.push_back(readInput(in, n, index)); });
+        elements(inputs, "node inputs", [&](od::value in) {
+          input_index_ = input_scratch_.size();
+          input_scratch_.push_back(readInput(in, n, index));
+        });
         n.inputs_.assign(std::make_move_iterator(input_scratch_.begin()),
                          std::make_move_iterator(input_scratch_.end()));
       } else if (k == "outputs") {
@@ -599,7 +619,7 @@ class ProgramReader {
   // in a row almost always are), else one of the first few kept, else a new one. The
   // search is bounded so that a file whose nodes all differ costs no more than a list each.
   std::span<const std::pair<std::string_view, RawJson>> memberList() {
-    auto& lists = program_.graph_.member_lists_;
+    auto& lists = graph_.member_lists_;
     if (last_members_ != nullptr && *last_members_ == member_scratch_) return *last_members_;
     constexpr std::size_t kSearched = 8;
     for (std::size_t i = 0; i < lists.size() && i < kSearched; ++i) {
@@ -734,10 +754,13 @@ class ProgramReader {
         }
       });
     } else if (kind == "as_graph") {
-      if (where.node != nullptr)
+      if (where.node != nullptr && depth == 0 && where.what == "input") {
+        graphArgument(payload, *const_cast<Node*>(where.node), begin);
+      } else if (where.node != nullptr) {
         collectNestedNodes(payload, *where.node, depth);
-      else
+      } else {
         raw(payload);
+      }
     } else {
       fail(describe(where) + ": unknown argument kind '" + std::string(kind) + "'");
     }
@@ -780,6 +803,106 @@ class ProgramReader {
     });
   }
 
+  // A GraphArgument {"name": ..., "graph": {...}} of a node input: its graph is read as a
+  // Region once the enclosing graph is (readRegions), from the text kept here.
+  void graphArgument(od::value payload, Node& owner, const char* begin) {
+    PendingRegion pending{&owner, input_index_, {}, {}, {}, 0};
+    bool seen_graph = false;
+    bool seen_name = false;
+    if (get(payload.type(), "a graph argument") != od::json_type::object) {
+      raw(payload);
+      return;
+    }
+    fields(object(payload, "a graph argument"), "a graph argument",
+           [&](std::string_view k, od::value v) {
+             if (k == "graph" && get(v.type(), "a nested graph") == od::json_type::object) {
+               once(seen_graph, "node '" + std::string(owner.name_) + "' graph argument", k);
+               pending.depth = doc_.current_depth();
+               pending.graph = raw(v);
+             } else if (k == "name" && get(v.type(), "a graph name") == od::json_type::string) {
+               once(seen_name, "node '" + std::string(owner.name_) + "' graph argument", k);
+               pending.name = string(v, "a graph name");
+             } else {
+               raw(v);
+             }
+           });
+    if (pending.graph.empty()) return;
+    pending.payload = spanFrom(begin);
+    pending_regions_.push_back(pending);
+  }
+
+  // Reads the graphs of the graph arguments found in this graph. A graph object without
+  // inputs, outputs, nodes and tensor_values is not a graph torch wrote: it is kept verbatim,
+  // its nodes listed in the top-level graph's nestedNodes().
+  void readRegions() {
+    for (const PendingRegion& p : pending_regions_) {
+      Region& region = graph_.regions_.emplace_back();
+      region.owner = p.owner;
+      region.input = p.input;
+      region.name = p.name;
+      region.graph = std::make_unique<Graph>();
+      region.graph->region_ = &region;
+      region.graph->parent_ = &graph_;
+      region.path = (region_ != nullptr ? region_->path : std::string()) +
+                    std::string(p.owner->name_) + "/" + std::string(p.name) + "/";
+      region.text = p.graph;
+      const auto graph_at = static_cast<std::size_t>(p.graph.data() - p.payload.data());
+      region.before = p.payload.substr(0, graph_at);
+      region.after = p.payload.substr(graph_at + p.graph.size());
+      ReadLimits limits = limits_;
+      limits.max_depth = static_cast<int>(std::max<std::int64_t>(0, limits_.max_depth - p.depth));
+      ProgramReader reader(program_, region, limits);
+      reader.top_graph_ = top_graph_;
+      reader.top_owner_ = top_owner_ != nullptr ? top_owner_ : p.owner;
+      if (reader.readRegion()) continue;
+      graph_.regions_.pop_back();
+      ProgramReader verbatim(program_, p.payload, limits);
+      verbatim.top_graph_ = top_graph_;
+      verbatim.top_owner_ = top_owner_ != nullptr ? top_owner_ : p.owner;
+      verbatim.where_ = where_;
+      verbatim.collectVerbatim(*p.owner);
+    }
+    pending_regions_.clear();
+  }
+
+  // A region's graph object; false when it lacks one of the four members a graph has.
+  bool readRegion() {
+    open();
+    std::array<bool, 4> present{};
+    od::object probe;
+    if (auto error = doc_.get_object().get(probe))
+      failAccess(error, "a nested graph", "a JSON object");
+    fields(probe, "a nested graph", [&](std::string_view k, od::value) {
+      if (k == "inputs") present[0] = true;
+      if (k == "outputs") present[1] = true;
+      if (k == "nodes") present[2] = true;
+      if (k == "tensor_values") present[3] = true;
+    });
+    if (std::find(present.begin(), present.end(), false) != present.end()) return false;
+    doc_.rewind();
+    od::object g;
+    if (auto error = doc_.get_object().get(g)) failAccess(error, "a nested graph", "a JSON object");
+    readGraph(g);
+    resolvePending();
+    readRegions();
+    return true;
+  }
+
+  // The nodes of a graph argument kept verbatim (`json_` is its payload).
+  void collectVerbatim(const Node& owner) {
+    open();
+    od::value v;
+    if (auto error = doc_.get_value().get(v)) failAccess(error, "a graph argument", "valid JSON");
+    collectNestedNodes(v, owner, 0);
+  }
+
+  void open() {
+    if (auto error =
+            parser_.iterate(json_.data(), json_.size(), json_.size() + kJsonPadding).get(doc_)) {
+      fail(std::string("malformed JSON: ") + simdjson::error_message(error));
+    }
+  }
+
   // Records the targets of a GraphArgument's nodes, recursing into their own graphs.
   void collectNestedNodes(od::value graph_argument, const Node& owner, int depth) {
     if (depth > limits_.max_depth || doc_.current_depth() > limits_.max_depth) {
@@ -801,8 +924,8 @@ class ProgramReader {
         elements(array(nodes, "nested nodes"), "nested nodes", [&](od::value nested) {
           objectFields(nested, [&](std::string_view nk, od::value field) {
             if (nk == "target" && get(field.type(), "target") == od::json_type::string) {
-              program_.graph_.nested_nodes_.push_back(
-                  {&owner, internTarget(string(field, "target"))});
+              top_graph_->nested_nodes_.push_back({top_owner_ != nullptr ? top_owner_ : &owner,
+                                                   internTarget(string(field, "target"))});
             } else if (nk == "inputs" && get(field.type(), "inputs") == od::json_type::array) {
               elements(array(field, "nested inputs"), "nested inputs", [&](od::value input) {
                 objectFields(input, [&](std::string_view ik, od::value arg) {
@@ -822,7 +945,7 @@ class ProgramReader {
   // ------------------------------------------------------------------ values
 
   Value* resolve(std::string_view name, const Where& where, Role role) {
-    Graph& graph = program_.graph_;
+    Graph& graph = graph_;
     if (role == Role::kDefine) {
       // Indexing the name also says whether it was taken: one hash.
       Value* value = define(name, const_cast<Node*>(where.node), true);
@@ -857,7 +980,7 @@ class ProgramReader {
   }
 
   Value* recentOrNextPlaceholder(std::string_view name) {
-    auto& values = program_.graph_.value_storage_;
+    auto& values = graph_.value_storage_;
     constexpr std::size_t kRecent = 8;
     const std::size_t count = values.size();
     for (std::size_t back = 1; back <= kRecent && back <= count; ++back) {
@@ -877,7 +1000,7 @@ class ProgramReader {
   }
 
   Value* define(std::string_view name, Node* producer, bool index) {
-    Graph& graph = program_.graph_;
+    Graph& graph = graph_;
     Value& value = graph.value_storage_.emplace_back();
     value.name_ = name;
     value.producer_ = producer;
@@ -889,7 +1012,7 @@ class ProgramReader {
   // Resolves the references left open while reading, in reading order, and reports the
   // first one that names no value.
   void resolvePending() {
-    Graph& graph = program_.graph_;
+    Graph& graph = graph_;
     auto settle = [&](RefText& ref_text, const Where& where) {
       for (Ref& ref : ref_text.refs) {
         if (ref.value != nullptr) continue;
@@ -934,7 +1057,7 @@ class ProgramReader {
   // ------------------------------------------------------------------ the signature
 
   void readSignature(od::object sig) {
-    Graph& graph = program_.graph_;
+    Graph& graph = graph_;
     bool seen_inputs = false;
     bool seen_outputs = false;
     fields(sig, "signature", [&](std::string_view k, od::value v) {
@@ -1019,8 +1142,24 @@ class ProgramReader {
   };
 
   Program& program_;
+  Graph& graph_;  // the program's graph, or a region's
   std::string_view json_;
-  const ReadLimits& limits_;
+  const ReadLimits limits_;
+  std::string where_;  // the file, and the nested graph, that errors name
+  Region* region_ = nullptr;
+  Graph* top_graph_ = &program_.graph_;  // where verbatim nested nodes are listed
+  const Node* top_owner_ = nullptr;      // the top-level node of a region's reader
+  std::size_t input_index_ = 0;          // the position of the node input being read
+  // Regions found while reading, read once the graph holding them is.
+  struct PendingRegion {
+    Node* owner;
+    std::size_t input;
+    std::string_view name;
+    RawJson payload;
+    RawJson graph;
+    std::int64_t depth;  // the JSON depth of the graph object
+  };
+  std::vector<PendingRegion> pending_regions_;
   od::parser parser_;
   od::document doc_;
   bool seen_graph_module_ = false;

@@ -3,6 +3,9 @@
 // are copied as they are; adjacent ones merge into one range of the source, so an
 // unchanged stretch of nodes, tensor metadata or signature entries costs one chunk. Items
 // the rewriter changed are written from the IR, with torch's separators.
+#include <span>
+#include <vector>
+
 #include "exmode/program.h"
 #include "program/json_text.h"
 #include "program/ref_text.h"
@@ -36,7 +39,8 @@ class ProgramWriter {
   void flushText() {
     if (text_.empty()) return;
     out_.size += text_.size();
-    out_.chunks.push_back(*out_.owned.emplace_back(std::make_unique<std::string>(std::move(text_))));
+    out_.chunks.push_back(
+        *out_.owned.emplace_back(std::make_unique<std::string>(std::move(text_))));
     text_ = std::string();
   }
 
@@ -170,8 +174,23 @@ class ProgramWriter {
     });
   }
 
-  void writeGraph() {
-    const Graph& graph = program_.graph();
+  // Whether a region's text changed: its graph, or a graph nested in it.
+  static bool changed(const Region& region) {
+    if (region.graph->version() != 0) return true;
+    for (const Region& inner : region.graph->regions()) {
+      if (changed(inner)) return true;
+    }
+    return false;
+  }
+
+  void writeGraph() { writeGraph(program_.graph()); }
+
+  void writeGraph(const Graph& graph) {
+    // The inputs holding a changed region: their nodes are written from their fields.
+    std::vector<const Region*> changed_regions;
+    for (const Region& region : graph.regions()) {
+      if (changed(region)) changed_regions.push_back(&region);
+    }
     auto argument = [&](const Argument& a, bool first) { writeArgument(a, first); };
     writeMembers(graph.graph_members_, [&](std::string_view key) {
       if (key == "inputs") {
@@ -182,13 +201,20 @@ class ProgramWriter {
         }
       }
       if (key == "outputs") writeList(graph.outputs_, argument);
-      if (key == "nodes") writeList(graph.nodes_, [&](const auto& n, bool first) { writeNode(*n, first); });
+      if (key == "nodes") {
+        writeList(graph.nodes_,
+                  [&](const auto& n, bool first) { writeNode(*n, first, changed_regions); });
+      }
       if (key == "tensor_values") writeTensorValues(graph);
     });
   }
 
-  void writeNode(const Node& node, bool first) {
-    if (!node.source_.empty()) {
+  void writeNode(const Node& node, bool first, std::span<const Region* const> changed_regions) {
+    const Region* region = nullptr;
+    for (const Region* r : changed_regions) {
+      if (r->owner == &node) region = r;
+    }
+    if (!node.source_.empty() && region == nullptr) {
       sourceItem(node.source_, first);
       return;
     }
@@ -216,7 +242,19 @@ class ProgramWriter {
         writeList(node.outputs_, [&](const Argument& a, bool f) { writeArgument(a, f); });
       }
       if (key == "inputs") {
-        writeList(node.inputs_, [&](const NamedArgument& in, bool f) { writeInput(in, f); });
+        std::size_t index = 0;
+        writeList(node.inputs_, [&](const NamedArgument& in, bool f) {
+          const Region* held = nullptr;
+          for (const Region* r : changed_regions) {
+            if (r->owner == &node && r->input == index) held = r;
+          }
+          ++index;
+          if (held != nullptr) {
+            writeRegionInput(in, *held, f);
+          } else {
+            writeInput(in, f);
+          }
+        });
       }
     });
   }
@@ -231,6 +269,32 @@ class ProgramWriter {
     json::appendString(text_, in.name);
     text(", \"arg\": ");
     writeArgument(in.arg, true);
+    if (!in.kind.empty()) {
+      text(", \"kind\": ");
+      kept(in.kind);
+    }
+    for (const auto& [extra_key, extra_raw] : in.extra) {
+      text(", ");
+      json::appendString(text_, extra_key);
+      text(": ");
+      kept(extra_raw);
+    }
+    text('}');
+  }
+
+  // An input holding a changed region: its GraphArgument's text around the graph as it was
+  // read, the graph written from the region's IR.
+  void writeRegionInput(const NamedArgument& in, const Region& region, bool first) {
+    separator(first);
+    text("{\"name\": ");
+    json::appendString(text_, in.name);
+    text(", \"arg\": {");
+    json::appendString(text_, in.arg.kind);
+    text(": ");
+    kept(region.before);
+    writeGraph(*region.graph);
+    kept(region.after);
+    text('}');
     if (!in.kind.empty()) {
       text(", \"kind\": ");
       kept(in.kind);
@@ -287,8 +351,8 @@ class ProgramWriter {
   const Program& program_;
   std::string_view source_;
   SerializedProgram out_;
-  std::string text_;                 // text written since the last kept chunk
-  const char* last_end_ = nullptr;   // end of the last kept chunk, if nothing followed it
+  std::string text_;                // text written since the last kept chunk
+  const char* last_end_ = nullptr;  // end of the last kept chunk, if nothing followed it
 };
 
 std::string SerializedProgram::join() const {

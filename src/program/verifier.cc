@@ -13,11 +13,12 @@ namespace {
 
 class Verifier {
  public:
-  explicit Verifier(const Program& program) : program_(program), graph_(program.graph()) {}
+  Verifier(const Program& program, const Graph& graph) : program_(program), graph_(graph) {}
 
   void run() {
     defined_.assign(graph_.valueCount(), 0);
-    for (const Argument& input : graph_.inputs()) define(input, [] { return std::string("graph input"); });
+    for (const Argument& input : graph_.inputs())
+      define(input, [] { return std::string("graph input"); });
     for (const auto& node : graph_.nodes()) {
       auto where = [&] { return "node '" + std::string(node->name()) + "'"; };
       for (const NamedArgument& in : node->inputs()) {
@@ -25,13 +26,20 @@ class Verifier {
       }
       for (const Argument& out : node->outputs()) define(out, where);
     }
-    for (const Argument& output : graph_.outputs()) use(output, [] { return std::string("graph output"); });
-    checkSignature();
+    for (const Argument& output : graph_.outputs())
+      use(output, [] { return std::string("graph output"); });
+    // A region has no signature: its inputs are the caller's operands.
+    if (graph_.region() == nullptr) checkSignature();
+    for (const Region& region : graph_.regions()) Verifier(program_, *region.graph).run();
   }
 
  private:
   [[noreturn]] void fail(const std::string& what) const {
-    throw Error(ErrorKind::kBadProgram, program_.sourceName() + ": " + what);
+    std::string where = program_.sourceName() + ": ";
+    if (const std::string_view path = regionPath(graph_); !path.empty()) {
+      where += "nested graph '" + std::string(path.substr(0, path.size() - 1)) + "': ";
+    }
+    throw Error(ErrorKind::kBadProgram, where + what);
   }
 
   // `where` makes the message's subject; it is only called on failure.
@@ -39,7 +47,8 @@ class Verifier {
   void define(const Argument& arg, const Where& where) {
     for (const Ref& ref : arg.payload.refs) {
       if (isDefined(ref.value)) {
-        fail(where() + " defines '" + std::string(ref.value->name()) + "', which is already defined");
+        fail(where() + " defines '" + std::string(ref.value->name()) +
+             "', which is already defined");
       }
       defined_[index(ref.value)] = 1;
       if (arg.kind == "as_tensor" && ref.value->tensorMeta().empty()) {
@@ -109,6 +118,6 @@ class Verifier {
 
 }  // namespace
 
-void Program::verify() const { Verifier(*this).run(); }
+void Program::verify() const { Verifier(*this, graph_).run(); }
 
 }  // namespace exmode
