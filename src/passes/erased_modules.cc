@@ -4,12 +4,15 @@
 // run_decompositions() the eval forms of in-place dropout, Dropout1d/2d/3d and AlphaDropout
 // are nothing at all. What is left is the module call graph, which lists every module that
 // ran: one there with no node and no state under its path is reported, since the graph
-// cannot tell an nn.Identity from a dropout it erased.
+// cannot tell an nn.Identity from a dropout it erased. A module whose chain a switch to eval
+// removed and recorded (drop_path.cc) is not reported: its record is its node.
 #include <absl/container/flat_hash_set.h>
 
 #include <string>
 
+#include "passes/drop_path_record.h"
 #include "passes/findings_internal.h"
+#include "passes/remembered.h"
 
 namespace exmode::passes {
 
@@ -31,6 +34,19 @@ void erasedModuleFindings(const Program& program, std::vector<Finding>& out) {
     while (!path.empty() && occupied.insert(path).second) {
       const std::size_t dot = path.rfind('.');
       path = dot == std::string::npos ? std::string() : path.substr(0, dot);
+    }
+  }
+  for (const auto& node : graph.nodes()) {
+    if (node->metadataFieldJson("custom").find(drop_path::kRecordKey) == std::string_view::npos)
+      continue;
+    const std::optional<std::string> json = remembered::get(*node, drop_path::kRecordKey);
+    const auto record = json ? drop_path::parseRecord(*json) : std::nullopt;
+    if (!record) continue;
+    for (std::string path : drop_path::recordedModules(*record)) {
+      while (!path.empty() && occupied.insert(path).second) {
+        const std::size_t dot = path.rfind('.');
+        path = dot == std::string::npos ? std::string() : path.substr(0, dot);
+      }
     }
   }
   for (const SignatureSpec& spec : graph.inputSpecs()) {
