@@ -1,47 +1,33 @@
-// Drop path (stochastic depth): `if not self.training: return x`, else x times a per-sample
-// Bernoulli mask scaled by 1/keep. Only a train export holds the mask ops.
+// Chains a module runs only in training and its eval export does not hold at all: drop path
+// (stochastic depth: `if not self.training: return x`, else x times a per-sample Bernoulli
+// mask scaled by 1/keep), and after run_decompositions() the dropouts that decompose to the
+// same kind of mask arithmetic (in-place dropout, Dropout1d/2d/3d, AlphaDropout,
+// FeatureAlphaDropout). The forms and the conditions they are matched under are in
+// drop_path_chain.h. After (eval): the readers of the chain's output read x and the chain is
+// gone, as in torch's eval export.
 //
-// Before (train), torchvision's StochasticDepth and timm's DropPath (and copies of them):
-//   m = aten.empty.memory_format(size=[N, 1, ..., 1], dtype, device, pin_memory)
-//       | aten.new_empty.default(self, size=[N, 1, ..., 1], pin_memory)
-//   b = aten.bernoulli_.float(m, keep)
-//   d = aten.div_.Tensor(b, keep)                         (or div_.Scalar)
-//   y = aten.mul.Tensor(x, d)                             (or mul(d, x))
-// or Hugging Face transformers' drop_path:
-//   r = aten.rand.default(size=[N, 1, ..., 1], dtype, device, pin_memory)
-//   a = aten.add.Tensor(r, keep)
-//   f = aten.floor_.default(a)   (aten.floor.default in transformers 5.x)
-//   s = aten.div.Tensor(x, keep)                          (or div.Scalar)
-//   y = aten.mul.Tensor(s, f)                             (or mul(f, s))
-// After (eval): the readers of y read x and the chain is gone, as in torch's eval export.
+// Going to eval, the chain is remembered in the custom metadata of its output's first reader
+// (or, when only graph outputs read it, of the node before it) (drop_path_record.h), which
+// torch.export.load and save keep; going to train restores it from there: same ops, literals,
+// names (fresh ones where taken) and metadata, right after the node that preceded it, so the
+// random ops run where they ran (same random-number consumption). An eval export never had
+// the chain: there is nothing to restore, and the findings analysis says so.
 //
-// Going to eval, the chain is remembered in the custom metadata of y's first reader
-// (drop_path_record.h), which torch.export.load and save keep; going to train restores it
-// from there: same ops, literals, names (fresh ones where taken) and metadata, right after
-// the node that preceded it, so the random ops run where they ran (same random-number
-// consumption). An eval export never had the chain: there is nothing to restore.
-//
-// Conditions, so that a near miss is left alone (the findings analysis reports it):
-// - the chain's nodes are consecutive, in this order, and each value of the chain has one
-//   reader: the next op of the chain;
-// - the keep literal of bernoulli_ (or the added constant) equals the divisor, 0 < keep < 1;
-// - the mask's size is a literal [N, 1, ..., 1] of x's rank with N x's batch size, or all
-//   ones (torchvision's "batch" mode); a symbolic size (dynamic shapes: as_sym_ints, with
-//   the sym_size nodes it reads) is not matched yet;
-// - y has x's dtype and sizes, some node reads it and no graph output is y;
-// - no other drop path is next to it or reads it, and its first reader has no record yet.
+// A chain is switched only alone: no other chain is next to it or reads it, and its holder
+// has no record yet. Near misses are left alone (the findings analysis reports their random
+// ops).
 #include <absl/container/flat_hash_set.h>
 #include <simdjson.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <variant>
 
 #include "exmode/error.h"
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
 #include "passes/change.h"
+#include "passes/drop_path_chain.h"
 #include "passes/drop_path_record.h"
 #include "passes/remembered.h"
 
@@ -50,225 +36,20 @@ namespace exmode::passes {
 namespace {
 
 using namespace rewrite;
+using drop_path::Chain;
+using drop_path::dropP;
 using drop_path::kRecordKey;
 using drop_path::Record;
+using drop_path::RecordOutput;
 using drop_path::RecordReader;
 
-bool isInts(const Argument& arg) { return arg.kind == "as_ints"; }
-
-const Pattern& maskPattern() {  // torchvision, timm
-  static const Pattern pattern = Pattern({"aten.empty.memory_format", "aten.new_empty.default"})
-                                     .arg("size", where(isInts), "size");
-  return pattern;
-}
-const Pattern& bernoulliPattern() {
-  static const Pattern pattern =
-      Pattern({"aten.bernoulli_.float"}).arg("self", tensor(), "self").arg("p", floatArg(), "keep");
-  return pattern;
-}
-const Pattern& scalePattern() {
-  static const Pattern pattern = Pattern({"aten.div_.Tensor", "aten.div_.Scalar"})
-                                     .arg("self", tensor(), "self")
-                                     .arg("other", floatArg(), "keep");
-  return pattern;
-}
-const Pattern& randPattern() {  // Hugging Face
-  static const Pattern pattern = Pattern({"aten.rand.default"}).arg("size", where(isInts), "size");
-  return pattern;
-}
-const Pattern& addPattern() {
-  static const Pattern pattern =
-      Pattern({"aten.add.Tensor"}).arg("self", tensor(), "self").arg("other", floatArg(), "keep");
-  return pattern;
-}
-const Pattern& floorPattern() {
-  // transformers 4.x floors in place, 5.x not (docs/EXPORT_IR.md).
-  static const Pattern pattern =
-      Pattern({"aten.floor_.default", "aten.floor.default"}).arg("self", tensor(), "self");
-  return pattern;
-}
-const Pattern& divPattern() {
-  static const Pattern pattern = Pattern({"aten.div.Tensor", "aten.div.Scalar"})
-                                     .arg("self", tensor(), "self")
-                                     .arg("other", floatArg(), "keep");
-  return pattern;
-}
-const Pattern& mulPattern() {
-  static const Pattern pattern =
-      Pattern({"aten.mul.Tensor"}).arg("self", tensor(), "self").arg("other", tensor(), "other");
-  return pattern;
-}
-
 // The random ops a drop path starts with: what a nested graph must not hold (switch_mode.cc).
+// bernoulli.p (the decomposed forms) is not among them: the decomposed IR has no nested
+// regions of its own, and a nested one keeps its warning.
 const std::vector<std::string>& randomTargets() {
   static const std::vector<std::string> targets = {"torch.ops.aten.bernoulli_.float",
                                                    "torch.ops.aten.rand.default"};
   return targets;
-}
-
-struct Chain {
-  std::vector<const Node*> nodes;  // graph order, the multiply last
-  Value* x = nullptr;
-  double keep = 0;
-  const Node& mul() const { return *nodes.back(); }
-};
-
-// A tensor's dtype and sizes (nullopt for a symbolic size), from its TensorMeta.
-struct Shape {
-  std::int64_t dtype = -1;
-  std::vector<std::optional<std::int64_t>> sizes;
-  bool operator==(const Shape&) const = default;
-};
-
-std::optional<Shape> shapeOf(RawJson meta) {
-  thread_local simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  simdjson::dom::array sizes;
-  Shape shape;
-  if (parser.parse(simdjson::padded_string(meta)).get(root) != simdjson::SUCCESS ||
-      root["dtype"].get_int64().get(shape.dtype) != simdjson::SUCCESS ||
-      root["sizes"].get_array().get(sizes) != simdjson::SUCCESS) {
-    return std::nullopt;
-  }
-  for (auto size : sizes) {
-    std::int64_t n = 0;
-    if (size["as_int"].get_int64().get(n) == simdjson::SUCCESS) {
-      shape.sizes.emplace_back(n);
-    } else {
-      shape.sizes.emplace_back(std::nullopt);
-    }
-  }
-  return shape;
-}
-
-std::optional<std::vector<std::int64_t>> intsOf(const Argument& arg) {
-  thread_local simdjson::dom::parser parser;
-  simdjson::dom::array items;
-  if (parser.parse(simdjson::padded_string(arg.payload.text)).get_array().get(items) !=
-      simdjson::SUCCESS) {
-    return std::nullopt;
-  }
-  std::vector<std::int64_t> ints;
-  for (auto item : items) {
-    std::int64_t n = 0;
-    if (item.get_int64().get(n) != simdjson::SUCCESS) return std::nullopt;
-    ints.push_back(n);
-  }
-  return ints;
-}
-
-// A per-sample mask of x's rank: [N, 1, ..., 1] with N x's batch size, or all ones.
-bool perSample(const std::vector<std::int64_t>& size, const Shape& x) {
-  if (size.empty() || size.size() != x.sizes.size()) return false;
-  if (!std::all_of(size.begin() + 1, size.end(), [](std::int64_t n) { return n == 1; }))
-    return false;
-  return size[0] == 1 || (x.sizes[0] && size[0] == *x.sizes[0]);
-}
-
-// A node the record can hold: one tensor output named like the node, recordable inputs.
-bool recordableNode(const Node& node) {
-  if (node.outputs().size() != 1 || node.output() == nullptr) return false;
-  if (node.output()->name() != node.name()) return false;
-  return std::all_of(node.inputs().begin(), node.inputs().end(),
-                     [](const NamedArgument& in) { return drop_path::recordable(in.arg); });
-}
-
-// `node`'s output, read once, by `reader`.
-bool readOnlyBy(const Node& node, const Node* reader) {
-  const Value* out = node.output();
-  return reader != nullptr && out != nullptr && out->users().size() == 1 &&
-         out->users()[0] == reader;
-}
-
-std::optional<Match> next(const Graph& graph, const Node& node, const Pattern& pattern,
-                          std::size_t inputs) {
-  const Node* n = graph.nextNode(node);
-  if (n == nullptr || n->inputs().size() != inputs) return std::nullopt;
-  return matchNode(*n, pattern);
-}
-
-bool sameKeep(const Match& m, double keep) { return m.arg("keep").asDouble() == keep; }
-
-bool isGraphOutput(const Graph& graph, const Value& value) {
-  for (const Argument& out : graph.outputs()) {
-    for (const Ref& ref : out.payload.refs) {
-      if (ref.value == &value) return true;
-    }
-  }
-  return false;
-}
-
-// The drop path starting at `start` (empty, new_empty or rand), if it is one.
-std::optional<Chain> matchChain(const Graph& graph, const Node& start) {
-  Chain chain;
-  std::optional<Match> size = matchNode(start, maskPattern());
-  if (size) {
-    auto b = next(graph, start, bernoulliPattern(), 2);
-    if (!b || b->arg("self").tensor() != start.output() || !readOnlyBy(start, b->root)) return {};
-    chain.keep = b->arg("keep").asDouble().value_or(0);
-    auto d = next(graph, *b->root, scalePattern(), 2);
-    if (!d || d->arg("self").tensor() != b->root->output() || !readOnlyBy(*b->root, d->root) ||
-        !sameKeep(*d, chain.keep)) {
-      return {};
-    }
-    auto m = next(graph, *d->root, mulPattern(), 2);
-    if (!m || !readOnlyBy(*d->root, m->root)) return {};
-    Value* mask = d->root->output();
-    Value* self = m->arg("self").tensor();
-    Value* other = m->arg("other").tensor();
-    if ((self == mask) == (other == mask)) return {};
-    chain.x = self == mask ? other : self;
-    chain.nodes = {&start, b->root, d->root, m->root};
-  } else if ((size = matchNode(start, randPattern()))) {
-    auto a = next(graph, start, addPattern(), 2);
-    if (!a || a->arg("self").tensor() != start.output() || !readOnlyBy(start, a->root)) return {};
-    chain.keep = a->arg("keep").asDouble().value_or(0);
-    auto f = next(graph, *a->root, floorPattern(), 1);
-    if (!f || f->arg("self").tensor() != a->root->output() || !readOnlyBy(*a->root, f->root)) {
-      return {};
-    }
-    auto s = next(graph, *f->root, divPattern(), 2);
-    if (!s || !sameKeep(*s, chain.keep)) return {};
-    auto m = next(graph, *s->root, mulPattern(), 2);
-    if (!m || !readOnlyBy(*s->root, m->root) || !readOnlyBy(*f->root, m->root)) return {};
-    chain.x = s->arg("self").tensor();
-    chain.nodes = {&start, a->root, f->root, s->root, m->root};
-  } else {
-    return {};
-  }
-  if (!(chain.keep > 0.0 && chain.keep < 1.0) || chain.x == nullptr) return {};
-  if (!std::all_of(chain.nodes.begin(), chain.nodes.end(),
-                   [](const Node* n) { return recordableNode(*n); })) {
-    return {};
-  }
-  const Value& y = *chain.mul().output();
-  if (y.users().empty() || isGraphOutput(graph, y)) return {};
-  const auto x_shape = shapeOf(chain.x->tensorMeta());
-  const auto sizes = intsOf(size->arg("size"));
-  if (!x_shape || !sizes || !perSample(*sizes, *x_shape) || shapeOf(y.tensorMeta()) != x_shape) {
-    return {};
-  }
-  return chain;
-}
-
-// The chain whose multiply is `mul`, found again (sites keep only the multiply).
-std::optional<Chain> chainOf(const Graph& graph, const Node& mul) {
-  for (const NamedArgument& in : mul.inputs()) {
-    const Value* v = in.arg.tensor();
-    const Node* n = v == nullptr ? nullptr : v->producer();
-    // The start is at most three ops above the multiply.
-    for (int depth = 0; n != nullptr && depth < 4; ++depth) {
-      if (matchNode(*n, maskPattern()) || matchNode(*n, randPattern())) {
-        auto chain = matchChain(graph, *n);
-        if (chain && &chain->mul() == &mul) return chain;
-        break;
-      }
-      const NamedArgument* self = n->input("self");
-      const Value* up = self == nullptr ? nullptr : self->arg.tensor();
-      n = up == nullptr ? nullptr : up->producer();
-    }
-  }
-  return std::nullopt;
 }
 
 // The distinct nodes reading `value`, first in graph order first.
@@ -295,18 +76,37 @@ std::vector<RecordReader> usesOf(const Value& value) {
   return uses;
 }
 
+// Every graph output reference to `value`.
+std::vector<RecordOutput> outputUsesOf(const Graph& graph, const Value& value) {
+  std::vector<RecordOutput> uses;
+  for (std::size_t i = 0; i < graph.outputs().size(); ++i) {
+    const auto& refs = graph.outputs()[i].payload.refs;
+    for (std::size_t k = 0; k < refs.size(); ++k) {
+      if (refs[k].value == &value) uses.push_back({i, k});
+    }
+  }
+  return uses;
+}
+
 bool holdsRecord(const Node& node) {
   const RawJson custom = node.metadataFieldJson("custom");
   return !custom.empty() && custom.find(kRecordKey) != std::string_view::npos &&
          remembered::get(node, kRecordKey).has_value();
 }
 
-// A chain switched alone: nothing it needs after the switch is part of another drop path,
-// and its first reader can take its record.
+// The node that keeps a chain's record: its output's first reader, or the node before the
+// chain when only graph outputs read it.
+const Node* holderOf(const Graph& graph, const Chain& chain) {
+  const std::vector<Node*> readers = readersOf(*chain.last().output());
+  return readers.empty() ? graph.previousNode(*chain.nodes.front()) : readers.front();
+}
+
+// A chain switched alone: nothing it needs after the switch is part of another chain, and
+// its holder can take its record.
 bool standsAlone(const Graph& graph, const Chain& chain,
                  const absl::flat_hash_set<const Node*>& members) {
   const auto member = [&](const Node* n) { return n != nullptr && members.contains(n); };
-  const std::vector<Node*> readers = readersOf(*chain.mul().output());
+  const std::vector<Node*> readers = readersOf(*chain.last().output());
   if (std::any_of(readers.begin(), readers.end(), member)) return false;
   if (member(graph.previousNode(*chain.nodes.front()))) return false;
   for (const Node* node : chain.nodes) {
@@ -318,8 +118,13 @@ bool standsAlone(const Graph& graph, const Chain& chain,
       }
     }
   }
-  const Node& holder = *readers.front();
-  return remembered::usable(holder) && !holdsRecord(holder);
+  const Node* holder = holderOf(graph, chain);
+  if (holder == nullptr || !remembered::usable(*holder) || holdsRecord(*holder)) return false;
+  // A chain that ends the graph goes back after the last node, which a restore re-creates
+  // in front of it (the rewriter inserts before a node).
+  return readers.empty() && graph.nextNode(chain.last()) == nullptr
+             ? drop_path::recordableNode(*holder)
+             : true;
 }
 
 // What restoring a record takes, resolved against the graph.
@@ -332,8 +137,11 @@ struct Restore {
     std::size_t ref;
   };
   std::vector<Use> uses;
-  const Node* after = nullptr;   // the node the chain follows, when found
-  const Node* before = nullptr;  // the node the chain goes before
+  std::vector<RecordOutput> outputs;  // graph outputs that read x now
+  const Node* after = nullptr;        // the node the chain follows, when found
+  const Node* before = nullptr;       // the node the chain goes before
+  // The chain ended the graph: `before` is the last node, re-created in front of the chain.
+  bool recreate = false;
 };
 
 using Resolved = std::variant<Restore, std::string>;
@@ -375,7 +183,20 @@ Resolved resolve(const Graph& graph, const Node& holder) {
     r.uses.push_back({reader, i, use.ref});
     if (first == nullptr || reader->order() < first->order()) first = reader;
   }
-  if (first != &holder) return std::string("is not on the first reader of its value");
+  if (first != nullptr && first != &holder) {
+    return std::string("is not on the first reader of its value");
+  }
+  if (first == nullptr && (!record->after || holder.name() != *record->after)) {
+    return std::string("is read by graph outputs alone but not on the node before its chain");
+  }
+  if (!record->outputs.empty()) {
+    // The outputs are moved by one replaceUses after the chain: they must be all of x's, and
+    // no reader of x after the chain may be left out of the record.
+    if (outputUsesOf(graph, *r.x) != record->outputs) {
+      return "names graph outputs that are not all those reading '" + record->x + "'";
+    }
+    r.outputs = record->outputs;
+  }
   // Values the chain reads from outside: defined before the place it goes.
   std::vector<const Value*> outside;
   for (std::size_t k = 0; k < record->nodes.size(); ++k) {
@@ -391,37 +212,48 @@ Resolved resolve(const Graph& graph, const Node& holder) {
     }
   }
   const auto fits = [&](const Node* before) {
-    return before != nullptr && before->order() <= holder.order() &&
+    return before != nullptr && (first == nullptr || before->order() <= holder.order()) &&
            std::all_of(outside.begin(), outside.end(), [&](const Value* v) {
-             return v->producer() == nullptr || v->producer()->order() < before->order();
+             return v->producer() == nullptr || v->producer()->order() < before->order() ||
+                    (r.recreate && v->producer() == before);
            });
   };
   if (record->after) {
     r.after = findNode(graph, holder, *record->after);
     r.before = r.after == nullptr ? nullptr : graph.nextNode(*r.after);
+    if (r.after != nullptr && r.before == nullptr && first == nullptr) {
+      if (!drop_path::recordableNode(*r.after)) {
+        return std::string("follows a last node that cannot be re-created before it");
+      }
+      r.before = r.after;
+      r.recreate = true;
+    }
   } else {
     r.before = graph.nodes().empty() ? nullptr : graph.nodes().front().get();
   }
-  if (!fits(r.before)) {
+  if (!fits(r.before) && first != nullptr) {
     r.after = nullptr;
     r.before = &holder;
   }
   if (!fits(r.before)) return std::string("reads a value defined after its first reader");
+  if (!r.outputs.empty()) {
+    for (const Node* user : r.x->users()) {
+      const bool recorded = std::any_of(r.uses.begin(), r.uses.end(),
+                                        [&](const Restore::Use& u) { return u.reader == user; });
+      if (!recorded && user->order() >= r.before->order() && !(r.recreate && user == r.before)) {
+        return "leaves a reader '" + std::string(user->name()) + "' of '" + record->x +
+               "' after its chain out of the record";
+      }
+    }
+  }
   r.record = std::move(*record);
   return r;
 }
 
-// p as the model wrote it: 1 - keep to 12 digits (1 - 0.8 is 0.19999999999999996).
-double dropP(double keep) {
+std::string pText(drop_path::Form form, double keep) {
   char text[32];
-  std::snprintf(text, sizeof text, "%.12g", 1.0 - keep);
-  return std::strtod(text, nullptr);
-}
-
-std::string pText(double keep) {
-  char text[32];
-  std::snprintf(text, sizeof text, "drop_path p=%.12g", 1.0 - keep);
-  return text;
+  std::snprintf(text, sizeof text, " p=%.12g", 1.0 - keep);
+  return std::string(drop_path::formName(form)) + text;
 }
 
 Change change(Rewriter& rewriter, const Node& mul, const Node& site, std::string_view before,
@@ -442,18 +274,17 @@ class DropPathPass final : public ModePass {
                     SiteDetail /*detail*/) const override {
     const std::size_t first = sites.size();
     std::vector<Chain> chains;
-    for (const Pattern* start : {&maskPattern(), &randPattern()}) {
-      for (const std::string& target : start->targets()) {
-        for (const Node* node : graph.nodesWithTarget(target)) {
-          if (auto chain = matchChain(graph, *node)) chains.push_back(std::move(*chain));
-        }
+    for (const std::string& target : drop_path::startTargets()) {
+      for (const Node* node : graph.nodesWithTarget(target)) {
+        if (auto chain = drop_path::matchChain(graph, *node)) chains.push_back(std::move(*chain));
       }
     }
     absl::flat_hash_set<const Node*> members;
     for (const Chain& chain : chains) members.insert(chain.nodes.begin(), chain.nodes.end());
     for (const Chain& chain : chains) {
       if (!standsAlone(graph, chain, members)) continue;
-      sites.push_back({.node = &chain.mul(), .state = Site::State::kTrain, .p = dropP(chain.keep)});
+      sites.push_back(
+          {.node = &chain.last(), .state = Site::State::kTrain, .p = dropP(chain.keep)});
     }
     // Records can be on any node: every node's metadata is looked at (one member compare
     // for most).
@@ -490,40 +321,25 @@ class DropPathPass final : public ModePass {
   }
 
   void siteMembers(const Site& site, std::vector<const Node*>& out) const override {
-    out.push_back(site.node);
-    if (site.state != Site::State::kTrain) return;
-    // The mask ops above the multiply (found by producers: no graph here).
-    std::vector<const Node*> stack = {site.node};
-    while (!stack.empty()) {
-      const Node* n = stack.back();
-      stack.pop_back();
-      for (const NamedArgument& in : n->inputs()) {
-        const Value* v = in.arg.tensor();
-        const Node* p = v == nullptr ? nullptr : v->producer();
-        if (p == nullptr || p->output() == nullptr || p->output()->users().size() != 1) continue;
-        static const std::vector<const Pattern*> kChainOps = {
-            &maskPattern(), &bernoulliPattern(), &scalePattern(), &randPattern(),
-            &addPattern(),  &floorPattern(),     &divPattern()};
-        if (std::any_of(kChainOps.begin(), kChainOps.end(),
-                        [&](const Pattern* op) { return matchNode(*p, *op).has_value(); })) {
-          out.push_back(p);
-          stack.push_back(p);
-        }
-      }
+    if (site.state != Site::State::kTrain) {
+      out.push_back(site.node);
+      return;
     }
+    drop_path::chainMembers(*site.node, out);  // the mask ops too (no graph here)
   }
 
  private:
   static void toEval(Rewriter& rewriter, Site& site, SwitchReport& report) {
     Graph& graph = rewriter.graph();
-    const std::optional<Chain> chain = chainOf(graph, *site.node);
+    const std::optional<Chain> chain = drop_path::chainOf(graph, *site.node);
     if (!chain) return;  // collected from this graph: cannot happen
-    Value& y = *chain->mul().output();
-    Node& holder = *readersOf(y).front();
+    Value& y = *chain->last().output();
+    Node& holder = rewriter.mutableNode(*holderOf(graph, *chain));
     const std::string record = drop_path::writeRecord(
-        chain->keep, *chain->x, graph.previousNode(*chain->nodes.front()), chain->nodes, usesOf(y));
-    const Change done =
-        change(rewriter, chain->mul(), holder, rewriter.keep(pText(chain->keep)), kRemoved);
+        chain->form, chain->keep, *chain->x, graph.previousNode(*chain->nodes.front()),
+        chain->nodes, usesOf(y), outputUsesOf(graph, y));
+    const Change done = change(rewriter, chain->last(), holder,
+                               rewriter.keep(pText(chain->form, chain->keep)), kRemoved);
     rewriter.replaceUses(y, *chain->x);
     for (auto it = chain->nodes.rbegin(); it != chain->nodes.rend(); ++it) {
       rewriter.eraseNode(rewriter.mutableNode(**it));
@@ -554,6 +370,12 @@ class DropPathPass final : public ModePass {
     Node& before = rewriter.mutableNode(*r.before);
     std::vector<std::pair<std::string_view, Value*>> defined;  // record name -> value
     std::vector<Value*> values;
+    Node* recreated = nullptr;
+    if (r.recreate) {
+      recreated = &recreate(rewriter, before);
+      defined.emplace_back(before.name(), recreated->output());
+      if (r.x == before.output()) r.x = recreated->output();
+    }
     for (const drop_path::RecordNode& rn : r.record.nodes) {
       NewNode spec;
       spec.target = internTarget(rewriter, rn.target);
@@ -587,24 +409,52 @@ class DropPathPass final : public ModePass {
     }
     rewriter.moveTensorValues(values, r.after == nullptr ? nullptr : r.after->output());
     Value& y = *values.back();
+    if (recreated != nullptr) {
+      // The last node's value is the re-created one's now; the holder (and its record) goes.
+      rewriter.replaceUses(*before.output(), *recreated->output());
+      rewriter.eraseNode(before);
+      site.node = recreated;
+    }
     for (const Restore::Use& use : r.uses) rewriter.replaceUse(*use.reader, use.input, use.ref, y);
+    if (!r.outputs.empty()) {
+      // resolve() checked that every use of x from the chain on is y's: the outputs move.
+      graph.renumber();
+      rewriter.replaceUses(*r.x, y, y.producer());
+    }
     remembered::set(rewriter, rewriter.mutableNode(*site.node), kRecordKey, std::nullopt);
     const Node& mul = *y.producer();
     site.node = &mul;
     site.state = Site::State::kTrain;
     report.changes.push_back(
-        change(rewriter, mul, mul, kRemoved, rewriter.keep(pText(r.record.keep))));
+        change(rewriter, mul, mul, kRemoved, rewriter.keep(pText(r.record.form, r.record.keep))));
+  }
+
+  // A copy of `node` (a fresh name, its metadata without the record) inserted before it.
+  static Node& recreate(Rewriter& rewriter, Node& node) {
+    NewNode spec;
+    spec.target = node.target();
+    for (const NamedArgument& in : node.inputs()) {
+      NamedArgument arg{.name = in.name, .arg = {}, .kind = in.kind};
+      if (Value* v = in.arg.tensor()) {
+        arg.arg = rewriter.tensorArg(*v);
+      } else {
+        arg.arg.kind = in.arg.kind;
+        arg.arg.payload.text = rewriter.keep(in.arg.payload.text);
+      }
+      arg.extra = in.extra;
+      spec.inputs.push_back(std::move(arg));
+    }
+    spec.tensor_outputs.emplace_back(rewriter.freshName(node.name()), node.output()->tensorMeta());
+    for (const auto& field : node.metadataFields()) spec.metadata.push_back(field);
+    Node& copy = rewriter.insertBefore(node, std::move(spec));
+    remembered::set(rewriter, copy, kRecordKey, std::nullopt);
+    return copy;
   }
 
   // The chain's targets are the patterns' own text: no new text per restore.
   static std::string_view internTarget(Rewriter& rewriter, const std::string& target) {
-    for (const Pattern* p : {&maskPattern(), &bernoulliPattern(), &scalePattern(), &randPattern(),
-                             &addPattern(), &floorPattern(), &divPattern(), &mulPattern()}) {
-      for (const std::string& t : p->targets()) {
-        if (t == target) return t;
-      }
-    }
-    return rewriter.keep(target);
+    const std::string* known = drop_path::knownTarget(target);
+    return known != nullptr ? std::string_view(*known) : rewriter.keep(target);
   }
 };
 

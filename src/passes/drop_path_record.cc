@@ -150,9 +150,10 @@ bool recordable(const Argument& arg) {
   return isLiteralKind(arg.kind) && arg.payload.refs.empty();
 }
 
-std::string writeRecord(double keep, const Value& x, const Node* after,
+std::string writeRecord(Form form, double keep, const Value& x, const Node* after,
                         const std::vector<const Node*>& chain,
-                        const std::vector<RecordReader>& readers) {
+                        const std::vector<RecordReader>& readers,
+                        const std::vector<RecordOutput>& outputs) {
   std::string out = "{";
   member(out, "keep", true);
   json::appendDouble(out, keep);
@@ -183,7 +184,25 @@ std::string writeRecord(double keep, const Value& x, const Node* after,
     if (i > 0) out += ", ";
     writeNode(out, *chain[i]);
   }
-  out += "]}";
+  out += ']';
+  if (form != Form::kDropPath) {
+    member(out, "form");
+    json::appendString(out, formName(form));
+  }
+  if (!outputs.empty()) {
+    member(out, "outputs");
+    out += '[';
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      if (i > 0) out += ", ";
+      out += '[';
+      json::appendInt(out, static_cast<std::int64_t>(outputs[i].output));
+      out += ", ";
+      json::appendInt(out, static_cast<std::int64_t>(outputs[i].ref));
+      out += ']';
+    }
+    out += ']';
+  }
+  out += '}';
   return out;
 }
 
@@ -223,8 +242,57 @@ std::optional<Record> parseRecord(std::string_view json) {
   for (auto item : nodes) {
     if (!readNode(item, record.nodes.emplace_back())) return std::nullopt;
   }
-  if (record.nodes.empty() || record.readers.empty()) return std::nullopt;
+  simdjson::dom::element form;
+  if (root["form"].get(form) == simdjson::SUCCESS) {
+    std::string name;
+    if (!readString(form, name)) return std::nullopt;
+    const std::optional<Form> known = formNamed(name);
+    if (!known) return std::nullopt;
+    record.form = *known;
+  }
+  simdjson::dom::element outputs;
+  if (root["outputs"].get(outputs) == simdjson::SUCCESS) {
+    simdjson::dom::array list;
+    if (outputs.get_array().get(list) != simdjson::SUCCESS) return std::nullopt;
+    for (auto item : list) {
+      simdjson::dom::array entry;
+      std::uint64_t output = 0, ref = 0;
+      if (item.get_array().get(entry) != simdjson::SUCCESS || entry.size() != 2 ||
+          entry.at(0).get_uint64().get(output) != simdjson::SUCCESS ||
+          entry.at(1).get_uint64().get(ref) != simdjson::SUCCESS) {
+        return std::nullopt;
+      }
+      record.outputs.push_back({static_cast<std::size_t>(output), static_cast<std::size_t>(ref)});
+    }
+  }
+  if (record.nodes.empty() || (record.readers.empty() && record.outputs.empty())) {
+    return std::nullopt;
+  }
   return record;
+}
+
+std::vector<std::string> recordedModules(const Record& record) {
+  thread_local simdjson::dom::parser parser;
+  std::vector<std::string> paths;
+  for (const RecordNode& node : record.nodes) {
+    for (const auto& [key, token] : node.metadata) {
+      if (key != "nn_module_stack") continue;
+      // The token is a JSON string: "key,path,type;key,path,type" (innermost last).
+      std::string_view stack;
+      if (parser.parse(simdjson::padded_string(token)).get_string().get(stack) !=
+          simdjson::SUCCESS) {
+        continue;
+      }
+      const std::size_t semicolon = stack.rfind(';');
+      const std::string_view entry =
+          semicolon == std::string_view::npos ? stack : stack.substr(semicolon + 1);
+      const std::size_t first = entry.find(',');
+      const std::size_t last = entry.rfind(',');
+      if (first == std::string_view::npos || last == first) continue;
+      paths.emplace_back(entry.substr(first + 1, last - first - 1));
+    }
+  }
+  return paths;
 }
 
 }  // namespace exmode::passes::drop_path

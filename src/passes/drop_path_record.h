@@ -4,7 +4,13 @@
 // {"keep": 0.8, "x": "<value the readers read now>", "after": "<node before the chain>" | null,
 //  "readers": [["<node>", "<input>", <reference index in the input>], ...],
 //  "nodes": [{"target": ..., "inputs": [<NamedArgument>...], "output": "<name>",
-//             "tensor_meta": <TensorMeta>, "metadata": {...}}, ...]}
+//             "tensor_meta": <TensorMeta>, "metadata": {...}}, ...],
+//  "form": "dropout", "outputs": [[<graph output index>, <reference index>], ...]}
+//
+// "form" (drop_path_chain.h) is written for the forms other than drop path, and "outputs"
+// when graph outputs read the chain's output; records without them (earlier builds) are drop
+// paths read by nodes alone. A record read only by graph outputs is kept on the node before
+// the chain ("after"), since no node reads its value.
 //
 // Written with torch's separators, so that torch.export.save writes it back as it is.
 #pragma once
@@ -15,6 +21,7 @@
 #include <vector>
 
 #include "exmode/program.h"
+#include "passes/drop_path_chain.h"
 
 namespace exmode::passes::drop_path {
 
@@ -43,21 +50,34 @@ struct RecordReader {
   std::size_t ref = 0;
 };
 
+struct RecordOutput {
+  std::size_t output = 0;  // index into the graph's outputs
+  std::size_t ref = 0;
+  bool operator==(const RecordOutput&) const = default;
+};
+
 struct Record {
+  Form form = Form::kDropPath;
   double keep = 0;
   std::string x;
   std::optional<std::string> after;
   std::vector<RecordReader> readers;
-  std::vector<RecordNode> nodes;  // graph order, the multiply last
+  std::vector<RecordOutput> outputs;
+  std::vector<RecordNode> nodes;  // graph order, the chain's output last
 };
 
 // Whether a record can hold this argument kind: literals, and a single tensor reference.
 bool recordable(const Argument& arg);
 
-// The record of `chain` (graph order, the multiply last), whose output the `readers` read.
-std::string writeRecord(double keep, const Value& x, const Node* after,
+// The record of `chain` (graph order, its output last), whose output the `readers` and the
+// graph `outputs` read.
+std::string writeRecord(Form form, double keep, const Value& x, const Node* after,
                         const std::vector<const Node*>& chain,
-                        const std::vector<RecordReader>& readers);
+                        const std::vector<RecordReader>& readers,
+                        const std::vector<RecordOutput>& outputs);
+
+// The module paths of the nodes in `record` (their innermost nn_module_stack entries).
+std::vector<std::string> recordedModules(const Record& record);
 
 // The record in `json`; nullopt when it is not one this build writes.
 std::optional<Record> parseRecord(std::string_view json);

@@ -11,12 +11,16 @@
 // exmode itself switched from train: it remembers what it changed (each such node holds
 // an `exmode_` key in its custom metadata), and torch's train decomposition erases no
 // dropout.
+// A module whose chain a switch to eval removed and recorded (drop_path.cc) is not
+// reported either: its record is its node.
 #include <absl/container/flat_hash_set.h>
 
 #include <algorithm>
 #include <string>
 
+#include "passes/drop_path_record.h"
 #include "passes/findings_internal.h"
+#include "passes/remembered.h"
 
 namespace exmode::passes {
 
@@ -51,6 +55,19 @@ void erasedModuleFindings(const Program& program, std::vector<Finding>& out) {
     while (!path.empty() && occupied.insert(path).second) {
       const std::size_t dot = path.rfind('.');
       path = dot == std::string::npos ? std::string() : path.substr(0, dot);
+    }
+  }
+  for (const auto& node : graph.nodes()) {
+    if (node->metadataFieldJson("custom").find(drop_path::kRecordKey) == std::string_view::npos)
+      continue;
+    const std::optional<std::string> json = remembered::get(*node, drop_path::kRecordKey);
+    const auto record = json ? drop_path::parseRecord(*json) : std::nullopt;
+    if (!record) continue;
+    for (std::string path : drop_path::recordedModules(*record)) {
+      while (!path.empty() && occupied.insert(path).second) {
+        const std::size_t dot = path.rfind('.');
+        path = dot == std::string::npos ? std::string() : path.substr(0, dot);
+      }
     }
   }
   for (const SignatureSpec& spec : graph.inputSpecs()) {

@@ -102,10 +102,13 @@ def test_switch_matches_torch_or_warns(name, ir, src, dst, exports, tmp_path):
 
 
 # Models whose decomposed train export holds only what exmode switches exactly (batch norm,
-# native_dropout): both directions, and back, give torch's own programs.
+# native_dropout, the bernoulli chains of in-place, feature and alpha dropout): both
+# directions, and back, give torch's own programs.
 EXACT_TO_EVAL = ["conv_bn2d", "bn1d_nc", "bn1d_ncl", "bn3d", "bn_affine_false", "bn_twice", "resnetish",
                  "mlp_dropout", "functional_dropout", "bn_no_running_stats",
-                 "bn_no_running_stats_dropout", "rrelu", "with_constants"]
+                 "bn_no_running_stats_dropout", "rrelu", "with_constants", "dropout_inplace",
+                 "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+                 "nested"]
 
 
 @pytest.mark.parametrize("ir", IRS)
