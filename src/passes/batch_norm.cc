@@ -1,14 +1,19 @@
-// Batch norm in the default (training) IR of torch.export.
+// Batch norm in the default (training) IR of torch.export: every in-place form of
+// batch_norm_forms.h (aten.batch_norm, the forms a module calling the op writes and older
+// exports' forms).
 //
 // Train: add_ = aten.add_.Tensor(<bn>.num_batches_tracked, 1)        (the increment)
 //        y = aten.batch_norm.default(x, w, b, rm, rv, training=True, momentum, eps, cudnn)
 // Eval:  y = aten.batch_norm.default(x, w, b, rm, rv, training=False, momentum, eps, cudnn)
 //
-// To eval: clear `training`, erase the site's increment and let later readers of the
-// counter read its input. To train: set `training`, insert the increment right before the
-// site (where torch's own train-mode export puts it), chained after the counter's latest
-// value so a module called twice counts twice. momentum, eps, cudnn_enabled are never
-// touched. Without running statistics (running_mean None) batch norm uses batch
+// To eval: clear `training` (flagless forms: the eval form's target), erase the site's
+// increment and let later readers of the counter read its input. To train: set `training`
+// (or the train form's target, with `training` inserted when that form has one), insert the
+// increment right before the site (where torch's own train-mode export puts it), chained
+// after the counter's latest value so a module called twice counts twice. Forms with saved
+// batch statistics (outputs 1 and 2) get their metadata as torch writes it: [C] in
+// training, [0] in eval; a program that reads them is refused. momentum, eps, cudnn_enabled
+// are never touched. Without running statistics (running_mean None) batch norm uses batch
 // statistics in both modes: such a site is fixed and left alone.
 //
 // A site's increment is found through the signature: the counter is the buffer
@@ -21,8 +26,10 @@
 #include <optional>
 #include <string>
 
+#include "exmode/error.h"
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
+#include "passes/batch_norm_forms.h"
 #include "passes/change.h"
 #include "passes/norm_counter.h"
 #include "program/json_text.h"
@@ -33,12 +40,6 @@ namespace {
 
 using namespace rewrite;
 
-const Pattern& batchNormPattern() {
-  static const Pattern pattern =
-      Pattern({"aten.batch_norm.default"}).arg("running_mean", anyArg(), "running_mean");
-  return pattern;
-}
-
 // add_(counter, 1): one step of a module's num_batches_tracked.
 const Pattern& incrementPattern() {
   static const Pattern pattern =
@@ -46,9 +47,51 @@ const Pattern& incrementPattern() {
   return pattern;
 }
 
-bool isTracked(const Match& site) {
-  const Argument* running_mean = site.tryArg("running_mean");
-  return running_mean != nullptr && running_mean->tensor() != nullptr;
+// add(counter, 1): the functional IR's increment, which this pass must not leave behind.
+const Pattern& functionalIncrementPattern() {
+  static const Pattern pattern =
+      Pattern({"aten.add.Tensor"}).arg("self", tensor(), "self").arg("other", intArg(1));
+  return pattern;
+}
+
+bool isTracked(const Node& node) {
+  const NamedArgument* running_mean = node.input("running_mean");
+  return running_mean != nullptr && running_mean->arg.tensor() != nullptr;
+}
+
+const BatchNormForm& formOf(const Node& node) {
+  return *batchNormForm(node.target(), NormIr::kInPlace);
+}
+
+[[noreturn]] void refuse(const Node& node, const std::string& why) {
+  throw Error(ErrorKind::kUnsupported, "node '" + std::string(node.name()) + "' (" +
+                                           std::string(shortTarget(node.target())) + "): " + why);
+}
+
+// The site of one in-place form: its mode is its flag, or its target.
+Site formSite(const Node& node, const BatchNormForm& form, SiteDetail detail) {
+  Site site{.node = &node};
+  if (isTracked(node)) {
+    if (!form.flag.empty()) {
+      site = flagSite(node, form.flag);
+    } else {
+      site.state = form.mode;
+    }
+  }
+  if (detail == SiteDetail::kFull) {
+    site.momentum = numberArg(node, form.momentum);
+    site.eps = numberArg(node, form.momentum == "momentum" ? "eps" : "epsilon");
+  }
+  return site;
+}
+
+// The in-place forms' targets, for ModePass::targets.
+std::vector<std::string> inPlaceTargets() {
+  std::vector<std::string> targets;
+  for (const BatchNormForm& form : batchNormForms()) {
+    if (form.ir == NormIr::kInPlace) targets.emplace_back(form.target);
+  }
+  return targets;
 }
 
 // The candidate names of Graph::freshName("add_"), in the order it tries them: "add_" is
@@ -96,12 +139,29 @@ RawJson incrementName(Rewriter& rewriter, RawJson last, std::size_t& taken_below
 class BatchNormPass final : public ModePass {
  public:
   std::string_view name() const override { return "batch_norm"; }
-  const std::vector<std::string>& targets() const override { return batchNormPattern().targets(); }
+  const std::vector<std::string>& targets() const override {
+    static const std::vector<std::string> all = inPlaceTargets();
+    return all;
+  }
 
   void collectSites(const Graph& graph, std::vector<Site>& sites,
                     SiteDetail detail) const override {
-    for (const Match& m : matchAll(graph, batchNormPattern())) {
-      sites.push_back(normSite(*m.root, isTracked(m), "training", detail));
+    const auto first = static_cast<std::ptrdiff_t>(sites.size());
+    bool several = false;
+    for (const BatchNormForm& form : batchNormForms()) {
+      if (form.ir != NormIr::kInPlace) continue;
+      const std::vector<Node*>& nodes = graph.nodesWithTarget(form.target);
+      if (nodes.empty()) continue;
+      several = several || static_cast<std::ptrdiff_t>(sites.size()) > first;
+      for (const Node* node : nodes) {
+        if (formApplies(form, graph, *node)) sites.push_back(formSite(*node, form, detail));
+      }
+    }
+    // Several forms: in graph order, which the counter chains are followed in.
+    if (several) {
+      std::stable_sort(sites.begin() + first, sites.end(), [](const Site& a, const Site& b) {
+        return a.node->order() < b.node->order();
+      });
     }
   }
 
@@ -110,9 +170,8 @@ class BatchNormPass final : public ModePass {
     Graph& graph = rewriter.graph();
     const bool train = target == Mode::kTrain;
     const Site::State wanted = siteState(target);
-    const std::string_view flag_before = flagText("training", !train);
-    const std::string_view flag_after = flagText("training", train);
-    // Find every site's increment first, against the unchanged graph; then rewrite.
+    // Find every site's increment first, against the unchanged graph, and refuse what cannot
+    // be switched before anything changes; then rewrite.
     struct Planned {
       Site* site;
       Value* counter;
@@ -133,26 +192,49 @@ class BatchNormPass final : public ModePass {
       }
       Value* counter = known.counters.empty() ? nullptr : known.counters.front();
       Increments increments;
+      bool counted_functionally = false;
       for (Value* candidate : known.counters) {
         const Node*& previous = previous_site[candidate->index()];
         if (increments.empty()) {
           increments = incrementsOf(*candidate, node, previous, incrementPattern());
           if (!increments.empty()) counter = candidate;
+          counted_functionally =
+              counted_functionally ||
+              !incrementsOf(*candidate, node, previous, functionalIncrementPattern()).empty();
         }
         previous = &node;
       }
       if (site.state == wanted) continue;
+      if (!train && increments.empty() && counted_functionally)
+        refuse(node,
+               "its num_batches_tracked is incremented by a functional add (a decomposed "
+               "program), which exmode switches only for the functional IR's own forms");
+      if (savedStatisticsRead(graph, node))
+        refuse(node,
+               "its saved batch statistics (outputs 1 and 2) are read, and they are empty in "
+               "eval");
       plan.push_back({&site, counter, std::move(increments)});
     }
     // Every candidate name of an increment below this one is taken (see incrementName).
     std::size_t names_taken_below = 0;
     for (const Planned& p : plan) {
       Node& node = rewriter.mutableNode(*p.site->node);
-      rewriter.setInput(node, "training", rewriter.boolArg(train), p.site->flag_input);
+      const BatchNormForm& form = formOf(node);
+      const BatchNormForm& to = otherForm(form);
+      std::string_view before =
+          form.flag.empty() ? shortTarget(form.target) : flagText(form.flag, !train);
+      std::string_view after = to.flag.empty() ? shortTarget(to.target) : flagText(to.flag, train);
+      if (!form.flag.empty()) {
+        rewriter.setInput(node, form.flag, rewriter.boolArg(train), p.site->flag_input);
+      } else {
+        rewriter.setTarget(node, to.target);
+        if (!to.flag.empty())
+          rewriter.insertInput(node, {std::string(to.flag), rewriter.boolArg(train), "1"},
+                               to.momentum);
+      }
+      setSavedMeta(rewriter, node, train);
       p.site->state = wanted;
-      constexpr std::string_view kCounted = "training=True, num_batches_tracked += 1";
-      std::string_view before = flag_before;
-      std::string_view after = flag_after;
+      bool counted = false;
       if (!train && !p.increments.empty()) {
         // Last first: each one's output is read by the next.
         for (auto it = p.increments.rbegin(); it != p.increments.rend(); ++it) {
@@ -160,19 +242,42 @@ class BatchNormPass final : public ModePass {
           rewriter.replaceUses(*increment.output(), *increment.input("self")->arg.tensor());
           rewriter.eraseNode(increment);
         }
-        before = kCounted;
+        counted = true;
       } else if (train && p.increments.empty() && p.counter != nullptr) {
         insertIncrement(rewriter, *p.site, node, *p.counter, names_taken_below);
-        after = kCounted;
+        counted = true;
+      }
+      if (counted) {
+        constexpr std::string_view kCounted = ", num_batches_tracked += 1";
+        std::string_view& side = train ? after : before;
+        side = side == "training=True" ? std::string_view("training=True, num_batches_tracked += 1")
+                                       : rewriter.keep(std::string(side) + std::string(kCounted));
       }
       // Kept with the site: a switch does not change momentum.
-      if (train && !p.site->momentum) p.site->momentum = numberArg(node, "momentum");
+      if (train && !p.site->momentum) p.site->momentum = numberArg(node, form.momentum);
       report.changes.push_back(makeChange(rewriter, node, before, after));
     }
     graph.renumber();
   }
 
  private:
+  // The saved batch statistics' metadata as torch writes it: per channel, like the running
+  // statistics, in training; empty in eval.
+  static void setSavedMeta(Rewriter& rewriter, Node& node, bool train) {
+    if (node.outputs().size() < 3) return;
+    RawJson meta;
+    if (train) {
+      meta = node.input("running_mean")->arg.tensor()->tensorMeta();
+    } else if (const RawJson input = node.input("input")->arg.tensor()->tensorMeta();
+               !input.empty()) {
+      meta = rewriter.keep(emptyTensorMeta(input));
+    }
+    if (meta.empty()) return;
+    for (std::size_t i = 1; i <= 2; ++i) {
+      if (Value* v = node.outputs()[i].tensor()) rewriter.setTensorMeta(*v, meta);
+    }
+  }
+
   static void insertIncrement(Rewriter& rewriter, Site& at, Node& site, Value& counter,
                               std::size_t& names_taken_below) {
     Value& latest = *counterValueBefore(counter, site, incrementPattern());

@@ -16,12 +16,20 @@
 // every later reader of rm / rv reading the new values, the increment inserted right before
 // the node on the counter's chain, and one buffer_mutation per buffer for its last value,
 // among the other mutations in input order. momentum and eps are never touched.
+//
+// The other functional forms of batch_norm_forms.h follow the same rules with their own
+// outputs: _batch_norm_with_update_functional (y, save_mean, save_rstd, reserve, new_rm,
+// new_rv) <-> _batch_norm_no_update (y, e1, e2, reserve), a target swap (neither has
+// `training`); and _native_batch_norm_legit_functional with training=False (what torch
+// writes for a decomposed _native_batch_norm_legit in eval: buffer mutations of unchanged
+// statistics) is an eval site whose flag is set going to train, like torch's train form.
 #include <algorithm>
 #include <string>
 
 #include "exmode/error.h"
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
+#include "passes/batch_norm_forms.h"
 #include "passes/change.h"
 #include "passes/norm_counter.h"
 #include "passes/remembered.h"
@@ -33,26 +41,29 @@ namespace {
 
 using namespace rewrite;
 
-constexpr std::string_view kTrainTarget =
-    "torch.ops.aten._native_batch_norm_legit_functional.default";
-constexpr std::string_view kEvalTarget =
-    "torch.ops.aten._native_batch_norm_legit_no_training.default";
+// Marks a node a switch moved to eval: the program came from a train export
+// (erased_modules.cc), whose decomposition erases no dropout.
 constexpr std::string_view kFromTrain = "exmode_from_train";
-constexpr std::size_t kTrainOutputs = 5;  // y, save_mean, save_rstd, new_rm, new_rv
-constexpr std::size_t kEvalOutputs = 3;   // y, and two empty tensors
 
-const Pattern& trainPattern() {
-  static const Pattern pattern = Pattern({"aten._native_batch_norm_legit_functional.default"})
-                                     .arg("running_mean", tensor())
-                                     .arg("running_var", tensor());
-  return pattern;
+const BatchNormForm& formOf(const Node& node) {
+  return *batchNormForm(node.target(), NormIr::kFunctional);
 }
 
-const Pattern& evalPattern() {
-  static const Pattern pattern = Pattern({"aten._native_batch_norm_legit_no_training.default"})
-                                     .arg("running_mean", tensor())
-                                     .arg("running_var", tensor());
-  return pattern;
+bool tracksStatistics(const Node& node) {
+  for (std::string_view name :
+       {std::string_view("running_mean"), std::string_view("running_var")}) {
+    const NamedArgument* in = node.input(name);
+    if (in == nullptr || in->arg.tensor() == nullptr) return false;
+  }
+  return true;
+}
+
+std::vector<std::string> functionalTargets() {
+  std::vector<std::string> targets;
+  for (const BatchNormForm& form : batchNormForms()) {
+    if (form.ir == NormIr::kFunctional) targets.emplace_back(form.target);
+  }
+  return targets;
 }
 
 // add(counter, 1): one step of a module's num_batches_tracked, functionalized.
@@ -76,10 +87,12 @@ Value& tensorInput(const Node& node, std::string_view name) {
 const Value* statisticPlaceholder(const Value* value) {
   while (value != nullptr && value->producer() != nullptr) {
     const Node& producer = *value->producer();
-    if (producer.target() != kTrainTarget || producer.outputs().size() != kTrainOutputs) break;
-    if (producer.outputs()[3].tensor() == value) {
+    const BatchNormForm* form = batchNormForm(producer.target(), NormIr::kFunctional);
+    if (form == nullptr || form->new_statistics == 0 || producer.outputs().size() != form->outputs)
+      break;
+    if (producer.outputs()[form->new_statistics].tensor() == value) {
       value = producer.input("running_mean")->arg.tensor();
-    } else if (producer.outputs()[4].tensor() == value) {
+    } else if (producer.outputs()[form->new_statistics + 1].tensor() == value) {
       value = producer.input("running_var")->arg.tensor();
     } else {
       break;
@@ -88,47 +101,37 @@ const Value* statisticPlaceholder(const Value* value) {
   return value;
 }
 
-bool isUsed(const Graph& graph, const Value& value) {
-  if (!value.users().empty()) return true;
-  for (const Argument& out : graph.outputs()) {
-    for (const Ref& ref : out.payload.refs) {
-      if (ref.value == &value) return true;
-    }
-  }
-  return false;
-}
-
-// The tensor metadata of an eval form's empty outputs: a [0] tensor like the input.
-std::string emptyMeta(std::string_view input_meta) {
-  return json::withMembers(input_meta, {{"sizes", "[{\"as_int\": 0}]"},
-                                        {"strides", "[{\"as_int\": 1}]"},
-                                        {"requires_grad", "false"}});
-}
-
 class BatchNormFunctionalPass final : public ModePass {
  public:
   std::string_view name() const override { return "batch_norm_functional"; }
   const std::vector<std::string>& targets() const override {
-    static const std::vector<std::string> all = {std::string(kTrainTarget),
-                                                 std::string(kEvalTarget)};
+    static const std::vector<std::string> all = functionalTargets();
     return all;
   }
 
   void collectSites(const Graph& graph, std::vector<Site>& sites,
                     SiteDetail detail) const override {
     const auto first = static_cast<std::ptrdiff_t>(sites.size());
-    for (const Match& m : matchAll(graph, trainPattern())) {
-      sites.push_back(normSite(*m.root, true, "training", detail));
+    bool several = false;
+    for (const BatchNormForm& form : batchNormForms()) {
+      if (form.ir != NormIr::kFunctional) continue;
+      const std::vector<Node*>& nodes = graph.nodesWithTarget(form.target);
+      if (nodes.empty()) continue;
+      several = several || static_cast<std::ptrdiff_t>(sites.size()) > first;
+      for (const Node* node : nodes) {
+        if (!formApplies(form, graph, *node)) continue;
+        const bool tracked = tracksStatistics(*node);
+        Site& site =
+            sites.emplace_back(normSite(*node, tracked && !form.flag.empty(), form.flag, detail));
+        if (tracked && form.flag.empty()) site.state = form.mode;
+      }
     }
-    const auto second = static_cast<std::ptrdiff_t>(sites.size());
-    for (const Match& m : matchAll(graph, evalPattern())) {
-      Site& site = sites.emplace_back(normSite(*m.root, false, "training", detail));
-      site.state = Site::State::kEval;
+    // Several forms, in graph order (a mixed program holds both modes' forms).
+    if (several) {
+      std::stable_sort(sites.begin() + first, sites.end(), [](const Site& a, const Site& b) {
+        return a.node->order() < b.node->order();
+      });
     }
-    // Both forms, in graph order (a mixed program holds both).
-    std::inplace_merge(
-        sites.begin() + first, sites.begin() + second, sites.end(),
-        [](const Site& a, const Site& b) { return a.node->order() < b.node->order(); });
   }
 
   void apply(Rewriter& rewriter, Mode target, std::span<Site> sites,
@@ -152,14 +155,20 @@ class BatchNormFunctionalPass final : public ModePass {
         continue;
       }
       Node& node = rewriter.mutableNode(*site.node);
+      const BatchNormForm& form = formOf(node);
+      const std::string_view train_text =
+          form.flag.empty() && target == Mode::kEval ? shortTarget(form.target)
+          : form.flag.empty()                        ? shortTarget(otherForm(form).target)
+                              : std::string_view("training=True, buffer mutations");
       if (target == Mode::kEval) {
-        toEval(rewriter, node, previous_site);
+        toEval(rewriter, node, form, previous_site);
         report.changes.push_back(
-            makeChange(rewriter, node, "training=True, buffer mutations", "no_training"));
+            makeChange(rewriter, node, train_text, shortTarget(otherForm(form).target)));
       } else {
-        toTrain(rewriter, node, setLast);
-        report.changes.push_back(
-            makeChange(rewriter, node, "no_training", "training=True, buffer mutations"));
+        const std::string_view eval_text =
+            form.flag.empty() ? shortTarget(form.target) : std::string_view("training=False");
+        toTrain(rewriter, node, form, setLast);
+        report.changes.push_back(makeChange(rewriter, node, eval_text, train_text));
       }
       site.state = wanted;
       if (!site.momentum) site.momentum = numberArg(node, "momentum");
@@ -195,15 +204,16 @@ class BatchNormFunctionalPass final : public ModePass {
     }
   }
 
-  static void toEval(Rewriter& rewriter, Node& node, std::vector<const Node*>& previous_site) {
+  static void toEval(Rewriter& rewriter, Node& node, const BatchNormForm& form,
+                     std::vector<const Node*>& previous_site) {
     Graph& graph = rewriter.graph();
-    if (node.outputs().size() != kTrainOutputs) refuse(node, "expected 5 outputs");
-    for (std::size_t i = 1; i <= 2; ++i) {
-      const Value* saved = node.outputs()[i].tensor();
-      if (saved != nullptr && isUsed(graph, *saved))
-        refuse(node, "its saved batch statistics (output " + std::to_string(i) +
-                         ") are read, and the eval form does not compute them");
-    }
+    const BatchNormForm& to = otherForm(form);
+    if (node.outputs().size() != form.outputs)
+      refuse(node, "expected " + std::to_string(form.outputs) + " outputs");
+    if (savedStatisticsRead(graph, node))
+      refuse(node,
+             "its saved batch statistics (outputs 1 and 2) are read, and the eval form does "
+             "not compute them");
     Value& mean = tensorInput(node, "running_mean");
     Value& var = tensorInput(node, "running_var");
     const Value* mean_placeholder = statisticPlaceholder(&mean);
@@ -218,52 +228,70 @@ class BatchNormFunctionalPass final : public ModePass {
       previous = &node;
     }
     // Later readers of the new statistics (the module's next call, the mutation outputs).
-    if (Value* new_mean = node.outputs()[3].tensor()) rewriter.replaceUses(*new_mean, mean);
-    if (Value* new_var = node.outputs()[4].tensor()) rewriter.replaceUses(*new_var, var);
+    const std::size_t stats = form.new_statistics;
+    if (Value* new_mean = node.outputs()[stats].tensor()) rewriter.replaceUses(*new_mean, mean);
+    if (Value* new_var = node.outputs()[stats + 1].tensor()) rewriter.replaceUses(*new_var, var);
     for (auto it = increments.rbegin(); it != increments.rend(); ++it) {
       Node& increment = **it;
       rewriter.replaceUses(*increment.output(), *increment.input("self")->arg.tensor());
       rewriter.eraseNode(increment);
     }
-    rewriter.setTarget(node, kEvalTarget);
-    rewriter.removeInput(node, "training");
-    // Says the program came from a train export (erased_modules.cc): no dropout was erased.
+    rewriter.setTarget(node, to.target);
+    if (!form.flag.empty()) rewriter.removeInput(node, form.flag);
+    rewriter.truncateOutputs(node, to.outputs);
     if (remembered::usable(node)) remembered::set(rewriter, node, kFromTrain, "true");
-    rewriter.truncateOutputs(node, kEvalOutputs);
     const RawJson input_meta = tensorInput(node, "input").tensorMeta();
     if (!input_meta.empty()) {
-      const RawJson empty = rewriter.keep(emptyMeta(input_meta));
-      for (std::size_t i = 1; i < kEvalOutputs; ++i) {
+      const RawJson empty = rewriter.keep(emptyTensorMeta(input_meta));
+      for (std::size_t i = 1; i <= 2; ++i) {
         if (Value* v = node.outputs()[i].tensor()) rewriter.setTensorMeta(*v, empty);
       }
     }
   }
 
   template <typename SetLast>
-  static void toTrain(Rewriter& rewriter, Node& node, SetLast& setLast) {
+  static void toTrain(Rewriter& rewriter, Node& node, const BatchNormForm& form, SetLast& setLast) {
     Graph& graph = rewriter.graph();
-    if (node.outputs().size() != kEvalOutputs) refuse(node, "expected 3 outputs");
-    if (node.input("momentum") == nullptr) refuse(node, "has no momentum");
+    if (node.outputs().size() != form.outputs)
+      refuse(node, "expected " + std::to_string(form.outputs) + " outputs");
+    if (node.input(form.momentum) == nullptr) refuse(node, "has no momentum");
+    if (savedStatisticsRead(graph, node))
+      refuse(node,
+             "its saved batch statistics (outputs 1 and 2) are read, and they are empty in "
+             "eval");
     Value& mean = tensorInput(node, "running_mean");
     Value& var = tensorInput(node, "running_var");
     const Value* mean_placeholder = statisticPlaceholder(&mean);
     const Value* var_placeholder = statisticPlaceholder(&var);
     requireBuffers(graph, node, mean_placeholder, var_placeholder);
-    rewriter.setTarget(node, kTrainTarget);
-    rewriter.insertInput(node, {"training", rewriter.boolArg(true), "1"}, "momentum");
     if (!node.metadataFieldJson("custom").empty() && remembered::usable(node))
       remembered::set(rewriter, node, kFromTrain, std::nullopt);
     // The saved statistics are per channel, like the running ones.
-    for (std::size_t i = 1; i < kEvalOutputs; ++i) {
+    for (std::size_t i = 1; i <= 2; ++i) {
       if (Value* v = node.outputs()[i].tensor()) rewriter.setTensorMeta(*v, mean.tensorMeta());
     }
-    Value& new_mean = rewriter.appendOutput(node, rewriter.freshName("getitem"), mean.tensorMeta());
-    Value& new_var = rewriter.appendOutput(node, rewriter.freshName("getitem"), var.tensorMeta());
-    // Everything after this call sees the updated statistics, as the module's buffers are.
-    rewriter.replaceUses(mean, new_mean, &node);
-    rewriter.replaceUses(var, new_var, &node);
-    setLast(mean_placeholder, &new_mean);
-    setLast(var_placeholder, &new_var);
+    if (!form.flag.empty()) {
+      // torch's eval form of a decomposed _native_batch_norm_legit: the new statistics are
+      // there already (equal to the old), and so are their mutations.
+      rewriter.setInput(node, form.flag, rewriter.boolArg(true));
+      const std::size_t stats = form.new_statistics;
+      if (Value* v = node.outputs()[stats].tensor()) setLast(mean_placeholder, v);
+      if (Value* v = node.outputs()[stats + 1].tensor()) setLast(var_placeholder, v);
+    } else {
+      const BatchNormForm& to = otherForm(form);
+      rewriter.setTarget(node, to.target);
+      if (!to.flag.empty())
+        rewriter.insertInput(node, {std::string(to.flag), rewriter.boolArg(true), "1"},
+                             to.momentum);
+      Value& new_mean =
+          rewriter.appendOutput(node, rewriter.freshName("getitem"), mean.tensorMeta());
+      Value& new_var = rewriter.appendOutput(node, rewriter.freshName("getitem"), var.tensorMeta());
+      // Everything after this call sees the updated statistics, as the module's buffers are.
+      rewriter.replaceUses(mean, new_mean, &node);
+      rewriter.replaceUses(var, new_var, &node);
+      setLast(mean_placeholder, &new_mean);
+      setLast(var_placeholder, &new_var);
+    }
     const auto counters = counterCandidates(graph, node, *mean_placeholder);
     if (counters.empty()) return;
     Value& counter = *counters.front();

@@ -490,6 +490,7 @@ void siteFindings(const Graph& graph, std::span<const Site> sites, std::vector<F
       // Kept with the site once a switch read it (batch_norm.cc): toggling reads no text.
       std::optional<double> momentum = site.momentum;
       if (!momentum) momentum = numberArg(node, "momentum");
+      if (!momentum) momentum = numberArg(node, "exponential_average_factor");  // cudnn, miopen
       if (momentum == 0.0) {
         out.push_back(
             nodeFinding(node, Finding::Kind::kInexact, Finding::When::kToTrain,

@@ -1,10 +1,10 @@
-// Older and device-specific forms of mode-sensitive ops that exmode recognizes but does not
-// switch yet: _native_batch_norm_legit (batch norm that updates its statistics in place,
-// from older functionalization), native_batch_norm, cudnn_batch_norm and the in-place
-// rrelu_with_noise_. They are reported as sites, so `inspect` tells the truth about such a
-// program, and a switch that would have to change one is refused: refusing is better than
-// reporting "nothing to do". The functional IR's own forms have passes of their own
-// (batch_norm_functional.cc, dropout_functional.cc; RReLU's in rrelu.cc).
+// Forms of mode-sensitive ops that exmode recognizes but does not switch: the in-place
+// rrelu_with_noise_ (its noise buffer is written in place, and no torch export writes it
+// with a mode to switch to). It is reported as a site, so `inspect` tells the truth about
+// such a program, and a switch that would have to change one is refused: refusing is better
+// than reporting "nothing to do". Every batch-norm form is switched (batch_norm_forms.h);
+// the functional IR's own forms have passes of their own (batch_norm_functional.cc,
+// dropout_functional.cc; RReLU's in rrelu.cc).
 #include "exmode/error.h"
 #include "exmode/passes.h"
 #include "exmode/pattern.h"
@@ -18,9 +18,7 @@ using namespace rewrite;
 
 // Ops whose mode is a literal flag argument.
 const Pattern& flaggedPattern() {
-  static const Pattern pattern =
-      Pattern({"aten._native_batch_norm_legit.default", "aten.native_batch_norm.default",
-               "aten.cudnn_batch_norm.default", "aten.rrelu_with_noise_.default"});
+  static const Pattern pattern = Pattern({"aten.rrelu_with_noise_.default"});
   return pattern;
 }
 
@@ -52,7 +50,7 @@ class FunctionalIrPass final : public ModePass {
       throw Error(ErrorKind::kUnsupported,
                   "node '" + std::string(site.node->name()) + "' (" +
                       std::string(shortTarget(site.node->target())) +
-                      ") is an older or device-specific form that exmode does not switch yet; "
+                      ") updates its noise in place, a form exmode does not switch; "
                       "export the model again with this torch, or switch it before "
                       "decomposing it");
     }

@@ -288,14 +288,15 @@ TEST(Passes, RefusesModeFlagsThatAreNotLiterals) {
                 ErrorKind::kBadProgram, "has no 'train' argument");
 }
 
-TEST(Passes, RefusesOlderFormsItCannotSwitch) {
+TEST(Passes, RefusesFormsItCannotSwitch) {
   const std::string json =
       makeProgram({}, {},
-                  {{"bn", "aten._native_batch_norm_legit.default",
-                    tensorInput("input", "x") + ", " + boolInput("training", true) + ", " +
-                        floatInput("momentum", 0.1) + ", " + floatInput("eps", 1e-5),
-                    "bn"}},
-                  "bn");
+                  {{"rrelu", "aten.rrelu_with_noise_.default",
+                    tensorInput("self", "x") + ", " + tensorInput("noise", "x") + ", " +
+                        floatInput("lower", 0.1) + ", " + floatInput("upper", 0.3) + ", " +
+                        boolInput("training", true),
+                    "act"}},
+                  "rrelu");
   auto program = Program::parse(json, "t.json");
   EXPECT_EQ(detectMode(collectSites(*program)), ProgramMode::kTrain);
   EXPECT_TRUE(switchMode(*program, Mode::kTrain).changes.empty());  // already there: fine
@@ -304,37 +305,36 @@ TEST(Passes, RefusesOlderFormsItCannotSwitch) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kUnsupported);
-    EXPECT_NE(
-        std::string(e.what()).find("t.json: node 'bn' (aten._native_batch_norm_legit.default)"),
-        std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("t.json: node 'rrelu' (aten.rrelu_with_noise_.default)"),
+              std::string::npos)
         << e.what();
   }
 }
 
-// Sites are in graph order whichever of the pass's patterns found them: a refused switch
-// names the first node it would have to change.
-TEST(Passes, RefusesOlderFormsAtTheirFirstNode) {
+// Sites of several batch-norm forms are in graph order, whichever form comes first in the
+// table: the counter chains are followed in that order.
+TEST(Passes, OlderFormsAreSitesInGraphOrder) {
   const std::string json = makeProgram(
       {}, {},
-      {{"cudnn", "aten.cudnn_batch_norm.default",
-        tensorInput("input", "x") + ", " + boolInput("training", false) + ", " +
-            floatInput("exponential_average_factor", 0.1) + ", " + floatInput("epsilon", 1e-5),
-        "bn"},
-       {"legit", "aten._native_batch_norm_legit.default",
-        tensorInput("input", "cudnn") + ", " + boolInput("training", false) + ", " +
-            floatInput("momentum", 0.1) + ", " + floatInput("eps", 1e-5),
-        "bn2"}},
-      "legit");
+      {{"legit", "aten._native_batch_norm_legit.default",
+        tensorInput("input", "x") + ", " + tensorInput("running_mean", "x") + ", " +
+            boolInput("training", false) + ", " + floatInput("momentum", 0.1) + ", " +
+            floatInput("eps", 1e-5),
+        "bn2"},
+       {"cudnn", "aten.cudnn_batch_norm.default",
+        tensorInput("input", "legit") + ", " + tensorInput("running_mean", "x") + ", " +
+            boolInput("training", false) + ", " + floatInput("exponential_average_factor", 0.1) +
+            ", " + floatInput("epsilon", 1e-5),
+        "bn"}},
+      "cudnn");
   auto program = Program::parse(json, "t.json");
   const std::vector<Site> sites = collectSites(*program);
   ASSERT_EQ(sites.size(), 2u);
-  EXPECT_EQ(sites[0].node->name(), "cudnn");
-  try {
-    switchMode(*program, Mode::kTrain);
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("node 'cudnn'"), std::string::npos) << e.what();
-  }
+  EXPECT_EQ(sites[0].node->name(), "legit");
+  EXPECT_EQ(sites[1].node->name(), "cudnn");
+  const SwitchReport report = switchMode(*program, Mode::kTrain);
+  ASSERT_EQ(report.changes.size(), 2u);
+  EXPECT_EQ(report.changes[1].after, "training=True");  // no counter buffer to increment
 }
 
 TEST(Passes, DropoutKeepsPExactly) {
