@@ -137,9 +137,12 @@ def matches_eager(path, form, mode, twice=False, steps=2):
 
 
 def switch(dst, src, out):
+    """Switches, with no warning but the one every decomposed eval program gets going to train
+    (that a dropout may have left no node: nothing in these programs can show there was none)."""
     proc = run_exmode(dst, src, "-o", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "warning:" not in proc.stdout, proc.stdout
+    warnings = [line for line in proc.stdout.splitlines() if "warning:" in line]
+    assert all("decomposed program" in line for line in warnings), proc.stdout
     return proc
 
 

@@ -31,6 +31,13 @@ from test_real_models import EXPORT_FAILS, SEED
 
 CASES = [(name, mode) for name in real_models.MODELS for mode in MODES if (name, mode) not in EXPORT_FAILS]
 
+# Models torch's own run_decompositions() cannot decompose (in both modes): checked to still
+# fail, then an expected failure.
+DECOMPOSE_FAILS = {
+    "hf_gpt2_sdpa": "run_decompositions() fails in aten.view of the sdpa math path "
+                    "(\"Cannot view a tensor with shape [2, 8, 32] and strides (32, 64, 1)\")",
+}
+
 
 def _decomposed(module, args, path):
     torch.export.save(torch.export.export(module, args).run_decompositions(), str(path))
@@ -42,8 +49,15 @@ def test_switch_decomposed_real_model(name, src, tmp_path, request):
     initial = copy.deepcopy(module)
     dst = OTHER[src]
     in_path, ref_path, out = tmp_path / "in.pt2", tmp_path / "ref.pt2", tmp_path / "out.pt2"
+    if name in DECOMPOSE_FAILS:
+        with pytest.raises(Exception):
+            _decomposed(set_mode(copy.deepcopy(initial), src), args, in_path)
+        pytest.xfail(DECOMPOSE_FAILS[name])
     _decomposed(set_mode(copy.deepcopy(initial), src), args, in_path)
-    _decomposed(set_mode(copy.deepcopy(initial), dst), args, ref_path)
+    # Where torch cannot export the target mode, there is no reference: the switch must warn.
+    has_reference = (name, dst) not in EXPORT_FAILS
+    if has_reference:
+        _decomposed(set_mode(copy.deepcopy(initial), dst), args, ref_path)
     proc = run_exmode(dst, in_path, "-o", out)
     warns = warning_lines(proc.stdout)
     row = {"model": f"{name} (core ATen)", "export": src, "target": dst, "exact": "-", "warnings": len(warns),
@@ -54,6 +68,10 @@ def test_switch_decomposed_real_model(name, src, tmp_path, request):
             assert not out.exists(), f"{name}: exit 5 but the output was written"
             return
         assert proc.returncode == 0, f"{name}: exmode exited {proc.returncode}\n{proc.stdout}{proc.stderr}"
+        if not has_reference:
+            row["verdict"] = "warned" if warns else "SILENTLY WRONG"
+            assert warns, f"{name}: torch cannot export {dst} mode, yet the switch said nothing"
+            return
         loaded = torch.export.load(str(out)).module()
         reference = torch.export.load(str(ref_path)).module()
         diff = compare_with_eager(loaded, reference, args, SEED)
