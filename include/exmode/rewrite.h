@@ -142,6 +142,10 @@ class Rewriter {
  private:
   bool isGraphOutput(const Value& value) const;
   void addUse(Value& value, Node& user);
+  // A new single-tensor output of `node` (the name must be fresh).
+  Value& defineOutput(Node& node, std::string_view name, RawJson meta);
+  // Takes the values of `outputs` out of the graph (their node is erased or loses them).
+  void retireOutputs(std::span<const Argument> outputs);
   void dropUse(Value& value, const Node& user);
   Program& program_;
   Graph& graph_;

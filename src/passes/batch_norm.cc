@@ -146,23 +146,7 @@ class BatchNormPass final : public ModePass {
 
   void collectSites(const Graph& graph, std::vector<Site>& sites,
                     SiteDetail detail) const override {
-    const auto first = static_cast<std::ptrdiff_t>(sites.size());
-    bool several = false;
-    for (const BatchNormForm& form : batchNormForms()) {
-      if (form.ir != NormIr::kInPlace) continue;
-      const std::vector<Node*>& nodes = graph.nodesWithTarget(form.target);
-      if (nodes.empty()) continue;
-      several = several || static_cast<std::ptrdiff_t>(sites.size()) > first;
-      for (const Node* node : nodes) {
-        if (formApplies(form, graph, *node)) sites.push_back(formSite(*node, form, detail));
-      }
-    }
-    // Several forms: in graph order, which the counter chains are followed in.
-    if (several) {
-      std::stable_sort(sites.begin() + first, sites.end(), [](const Site& a, const Site& b) {
-        return a.node->order() < b.node->order();
-      });
-    }
+    collectFormSites(graph, NormIr::kInPlace, detail, sites, formSite);
   }
 
   void apply(Rewriter& rewriter, Mode target, std::span<Site> sites,

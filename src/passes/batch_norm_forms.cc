@@ -121,4 +121,26 @@ std::string emptyTensorMeta(std::string_view input_meta) {
                                         {"requires_grad", "false"}});
 }
 
+void collectFormSites(const Graph& graph, NormIr ir, SiteDetail detail, std::vector<Site>& sites,
+                      FormSiteMaker make) {
+  const auto first = static_cast<std::ptrdiff_t>(sites.size());
+  bool several = false;
+  for (const BatchNormForm& form : batchNormForms()) {
+    if (form.ir != ir) continue;
+    const std::vector<Node*>& nodes = graph.nodesWithTarget(form.target);
+    if (nodes.empty()) continue;
+    several = several || static_cast<std::ptrdiff_t>(sites.size()) > first;
+    for (const Node* node : nodes) {
+      if (formApplies(form, graph, *node)) sites.push_back(make(*node, form, detail));
+    }
+  }
+  // Several forms: in graph order (a mixed program holds both modes' forms; the counter
+  // chains are followed in graph order).
+  if (several) {
+    std::stable_sort(sites.begin() + first, sites.end(), [](const Site& a, const Site& b) {
+      return a.node->order() < b.node->order();
+    });
+  }
+}
+
 }  // namespace exmode::passes

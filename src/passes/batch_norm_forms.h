@@ -63,6 +63,12 @@ bool formApplies(const BatchNormForm& form, const Graph& graph, const Node& node
 // would change what they hold, so it is refused.
 bool savedStatisticsRead(const Graph& graph, const Node& node);
 
+// Appends, in graph order, a site made by `make` for every node of a form of `ir` that
+// formApplies to: the collectSites of both batch-norm passes.
+using FormSiteMaker = Site (*)(const Node& node, const BatchNormForm& form, SiteDetail detail);
+void collectFormSites(const Graph& graph, NormIr ir, SiteDetail detail, std::vector<Site>& sites,
+                      FormSiteMaker make);
+
 // The tensor metadata of an empty ([0]) output like the input.
 std::string emptyTensorMeta(std::string_view input_meta);
 

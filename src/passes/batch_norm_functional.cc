@@ -111,27 +111,13 @@ class BatchNormFunctionalPass final : public ModePass {
 
   void collectSites(const Graph& graph, std::vector<Site>& sites,
                     SiteDetail detail) const override {
-    const auto first = static_cast<std::ptrdiff_t>(sites.size());
-    bool several = false;
-    for (const BatchNormForm& form : batchNormForms()) {
-      if (form.ir != NormIr::kFunctional) continue;
-      const std::vector<Node*>& nodes = graph.nodesWithTarget(form.target);
-      if (nodes.empty()) continue;
-      several = several || static_cast<std::ptrdiff_t>(sites.size()) > first;
-      for (const Node* node : nodes) {
-        if (!formApplies(form, graph, *node)) continue;
-        const bool tracked = tracksStatistics(*node);
-        Site& site =
-            sites.emplace_back(normSite(*node, tracked && !form.flag.empty(), form.flag, detail));
-        if (tracked && form.flag.empty()) site.state = form.mode;
-      }
-    }
-    // Several forms, in graph order (a mixed program holds both modes' forms).
-    if (several) {
-      std::stable_sort(sites.begin() + first, sites.end(), [](const Site& a, const Site& b) {
-        return a.node->order() < b.node->order();
-      });
-    }
+    collectFormSites(graph, NormIr::kFunctional, detail, sites,
+                     [](const Node& node, const BatchNormForm& form, SiteDetail d) {
+                       const bool tracked = tracksStatistics(node);
+                       Site site = normSite(node, tracked && !form.flag.empty(), form.flag, d);
+                       if (tracked && form.flag.empty()) site.state = form.mode;
+                       return site;
+                     });
   }
 
   void apply(Rewriter& rewriter, Mode target, std::span<Site> sites,

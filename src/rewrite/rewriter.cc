@@ -239,14 +239,7 @@ void Rewriter::eraseNode(Node& node) {
   for (const NamedArgument& in : node.inputs_) {
     for (const Ref& ref : in.arg.payload.refs) dropUse(*ref.value, node);
   }
-  for (const Argument& out : node.outputs_) {
-    for (const Ref& ref : out.payload.refs) {
-      ref.value->erased_ = true;
-      ref.value->indexed_ = false;
-      graph_.values_.erase(ref.value->name());
-      graph_.erased_values_.push_back(ref.value);
-    }
-  }
+  retireOutputs(node.outputs_);
   node.erased_ = true;
   graph_.by_target_has_erased_ = true;
   graph_.erased_nodes_.splice(graph_.erased_nodes_.end(), graph_.nodes_, node.self_);
@@ -260,10 +253,9 @@ void Rewriter::setTarget(Node& node, std::string_view target) {
   if (listener_ != nullptr) listener_->targetSet(node);
 }
 
-Value& Rewriter::appendOutput(Node& node, std::string_view name, RawJson meta) {
+Value& Rewriter::defineOutput(Node& node, std::string_view name, RawJson meta) {
   auto [slot, fresh] = graph_.values_.try_emplace(name, nullptr);
   if (!fresh) throw std::logic_error("value name '" + std::string(name) + "' is already taken");
-  graph_.touch();
   Value& value = graph_.newValue();
   slot->second = &value;
   value.indexed_ = true;
@@ -272,6 +264,23 @@ Value& Rewriter::appendOutput(Node& node, std::string_view name, RawJson meta) {
   value.tensor_meta_ = meta;
   graph_.tensor_value_order_.push_back(&value);
   node.outputs_.push_back(tensorArg(value));
+  return value;
+}
+
+void Rewriter::retireOutputs(std::span<const Argument> outputs) {
+  for (const Argument& out : outputs) {
+    for (const Ref& ref : out.payload.refs) {
+      ref.value->erased_ = true;
+      ref.value->indexed_ = false;
+      graph_.values_.erase(ref.value->name());
+      graph_.erased_values_.push_back(ref.value);
+    }
+  }
+}
+
+Value& Rewriter::appendOutput(Node& node, std::string_view name, RawJson meta) {
+  graph_.touch();
+  Value& value = defineOutput(node, name, meta);
   node.source_ = {};
   if (listener_ != nullptr) listener_->nodeOutputsSet(node);
   return value;
@@ -288,14 +297,7 @@ void Rewriter::truncateOutputs(Node& node, std::size_t first) {
     }
   }
   graph_.touch();
-  for (std::size_t i = first; i < node.outputs_.size(); ++i) {
-    for (const Ref& ref : node.outputs_[i].payload.refs) {
-      ref.value->erased_ = true;
-      ref.value->indexed_ = false;
-      graph_.values_.erase(ref.value->name());
-      graph_.erased_values_.push_back(ref.value);
-    }
-  }
+  retireOutputs(std::span<const Argument>(node.outputs_).subspan(first));
   node.outputs_.erase(node.outputs_.begin() + static_cast<std::ptrdiff_t>(first),
                       node.outputs_.end());
   node.source_ = {};
@@ -352,18 +354,7 @@ Node& Rewriter::insertBefore(Node& before, NewNode&& spec) {
       {"is_hop_single_tensor_return", "null"},
       {"name", {}}};
   node.members_ = kMembers;
-  for (auto& [name, meta] : spec.tensor_outputs) {
-    auto [slot, fresh] = graph_.values_.try_emplace(name, nullptr);
-    if (!fresh) throw std::logic_error("value name '" + std::string(name) + "' is already taken");
-    Value& value = graph_.newValue();
-    slot->second = &value;
-    value.indexed_ = true;
-    value.name_ = name;
-    value.producer_ = &node;
-    value.tensor_meta_ = meta;
-    graph_.tensor_value_order_.push_back(&value);
-    node.outputs_.push_back(tensorArg(value));
-  }
+  for (auto& [name, meta] : spec.tensor_outputs) defineOutput(node, name, meta);
   if (node.name_.empty() && !node.outputs_.empty())
     node.name_ = node.outputs_.front().tensor()->name();
   for (const NamedArgument& in : node.inputs_) {
