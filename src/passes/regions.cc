@@ -175,10 +175,10 @@ void refuseRegionSwitch(std::span<const Site> sites, const Graph& top, Mode targ
                       "updates would have to leave the region as program outputs: torch.export "
                       "writes none there, and exmode does not switch it");
     }
-    if (target != Mode::kTrain) continue;
-    if (!isTrackedBatchNorm(site) || site.state == Site::State::kTrain) continue;
+    if (!isTrackedBatchNorm(site) || site.state == wanted) continue;
     // A train-mode batch norm updates its buffers in place: only regions whose op lets its
-    // body mutate what it is passed may hold one.
+    // body mutate what it is passed may hold one. Such a site is switched neither way (a
+    // hand-made train program of that form switched to eval could not come back).
     for (const Region* r = regionOf(top, site.region); r != nullptr;
          r = r->graph->parent()->region()) {
       if (rewrite::Rewriter::wrapsOperands(*r)) continue;
@@ -191,7 +191,8 @@ void refuseRegionSwitch(std::span<const Site> sites, const Graph& top, Mode targ
                       std::string(shortTarget(r->owner->target())) +
                       "), and in train mode it would update its buffers there: torch.export "
                       "refuses that (\"Higher order ops do not support input mutation\"), so "
-                      "exmode does not switch it to train");
+                      "exmode does not switch it " +
+                      (target == Mode::kTrain ? "to train" : "from train either"));
     }
   }
 }
