@@ -118,7 +118,8 @@ bool savedStatisticsRead(const Graph& graph, const Node& node) {
 std::string emptyTensorMeta(std::string_view input_meta) {
   return json::withMembers(input_meta, {{"sizes", "[{\"as_int\": 0}]"},
                                         {"strides", "[{\"as_int\": 1}]"},
-                                        {"requires_grad", "false"}});
+                                        {"requires_grad", "false"}})
+      .value_or(std::string(input_meta));
 }
 
 void collectFormSites(const Graph& graph, NormIr ir, SiteDetail detail, std::vector<Site>& sites,

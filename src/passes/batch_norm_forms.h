@@ -69,7 +69,8 @@ using FormSiteMaker = Site (*)(const Node& node, const BatchNormForm& form, Site
 void collectFormSites(const Graph& graph, NormIr ir, SiteDetail detail, std::vector<Site>& sites,
                       FormSiteMaker make);
 
-// The tensor metadata of an empty ([0]) output like the input.
+// The tensor metadata of an empty ([0]) output like the input (metadata that is not a JSON
+// object, which torch never writes, is kept as it is).
 std::string emptyTensorMeta(std::string_view input_meta);
 
 }  // namespace exmode::passes

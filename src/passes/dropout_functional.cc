@@ -71,9 +71,11 @@ bool isUsed(const Graph& graph, const Value& value) {
   return false;
 }
 
-// The tensor metadata of the mask: the output's, as bool (ScalarType 12) without grad.
+// The tensor metadata of the mask: the output's, as bool (ScalarType 12) without grad
+// (metadata that is not a JSON object, which torch never writes, is kept as it is).
 std::string maskMeta(std::string_view output_meta) {
-  return json::withMembers(output_meta, {{"dtype", "12"}, {"requires_grad", "false"}});
+  return json::withMembers(output_meta, {{"dtype", "12"}, {"requires_grad", "false"}})
+      .value_or(std::string(output_meta));
 }
 
 class DropoutFunctionalPass final : public ModePass {

@@ -228,13 +228,13 @@ std::string unescapeString(std::string_view token) {
   return result;
 }
 
-std::string withMembers(
+std::optional<std::string> withMembers(
     std::string_view object,
     std::initializer_list<std::pair<std::string_view, std::string_view>> replacements) {
   thread_local simdjson::dom::parser parser;
   simdjson::dom::object parsed;
   if (parser.parse(simdjson::padded_string(object)).get_object().get(parsed) != simdjson::SUCCESS)
-    throw std::invalid_argument("not a JSON object");
+    return std::nullopt;
   std::string out = "{";
   std::vector<bool> used(replacements.size(), false);
   auto member = [&](std::string_view key, auto&& write_value) {

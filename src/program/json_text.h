@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -23,8 +24,8 @@ std::string unescapeString(std::string_view token);
 void appendElement(std::string& out, simdjson::dom::element element);
 // `object` (the text of a JSON object) with the members in `replacements` (key, JSON text of
 // the value) set: replaced where present, appended otherwise; the other members keep their
-// order. Throws std::invalid_argument when `object` is not a JSON object.
-std::string withMembers(
+// order. nullopt when `object` is not a JSON object.
+std::optional<std::string> withMembers(
     std::string_view object,
     std::initializer_list<std::pair<std::string_view, std::string_view>> replacements);
 

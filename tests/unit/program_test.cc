@@ -24,6 +24,14 @@ bool sameJson(const std::string& a, const std::string& b) {
   return simdjson::to_string(ea) == simdjson::to_string(eb);
 }
 
+TEST(JsonText, WithMembersReplacesAndAppendsInTorchsLayout) {
+  EXPECT_EQ(json::withMembers(R"({"dtype":7, "sizes": [{"as_int": 4}], "layout": 7})",
+                              {{"sizes", R"([{"as_int": 0}])"}, {"requires_grad", "false"}}),
+            R"({"dtype": 7, "sizes": [{"as_int": 0}], "layout": 7, "requires_grad": false})");
+  EXPECT_EQ(json::withMembers("[1, 2]", {{"dtype", "12"}}), std::nullopt);
+  EXPECT_EQ(json::withMembers("{\"a\": ", {{"dtype", "12"}}), std::nullopt);
+}
+
 TEST(Program, ParsesGraph) {
   auto program = Program::parse(bnDropoutTrainProgram(), "t.json");
   const Graph& graph = program->graph();
