@@ -269,6 +269,12 @@ class ProgramWriter {
     json::appendString(text_, in.name);
     text(", \"arg\": ");
     writeArgument(in.arg, true);
+    writeInputTail(in);
+  }
+
+  // What follows a named input's argument: its kind, the fields the schema may add later,
+  // and the closing brace.
+  void writeInputTail(const NamedArgument& in) {
     if (!in.kind.empty()) {
       text(", \"kind\": ");
       kept(in.kind);
@@ -295,17 +301,7 @@ class ProgramWriter {
     writeGraph(*region.graph);
     kept(region.after);
     text('}');
-    if (!in.kind.empty()) {
-      text(", \"kind\": ");
-      kept(in.kind);
-    }
-    for (const auto& [extra_key, extra_raw] : in.extra) {
-      text(", ");
-      json::appendString(text_, extra_key);
-      text(": ");
-      kept(extra_raw);
-    }
-    text('}');
+    writeInputTail(in);
   }
 
   void writeTensorValues(const Graph& graph) {
